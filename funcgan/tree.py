@@ -1,0 +1,92 @@
+"""Pytree helpers: the one module that imports ``torch.utils._pytree``.
+
+funcgan's state is nested NamedTuples and ``dict[str, Tensor]``; these helpers
+map over it, stack S seeds' states along a new leading axis and take them
+apart again. PyTorch 2.13 has no public pytree module, so the private one is
+confined here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.utils._pytree as _pytree
+
+PyTree = Any
+
+__all__ = [
+    "tree_map",
+    "tree_leaves",
+    "tree_flatten",
+    "tree_unflatten",
+    "tree_stack",
+    "tree_unstack",
+    "tree_index",
+    "tree_where",
+    "tree_all_finite",
+]
+
+tree_flatten = _pytree.tree_flatten
+tree_unflatten = _pytree.tree_unflatten
+
+
+def tree_map(fn: Callable[..., Any], tree: PyTree, *rest: PyTree) -> PyTree:
+    """Apply ``fn`` leaf-wise over one or more trees of the same structure."""
+    return _pytree.tree_map(fn, tree, *rest)
+
+
+def tree_leaves(tree: PyTree) -> list[Any]:
+    """The leaves of ``tree`` in flattening order."""
+    return _pytree.tree_leaves(tree)
+
+
+def tree_stack(trees: Sequence[PyTree]) -> PyTree:
+    """Stack trees of identical structure leaf-wise along a new axis 0.
+
+    Used to turn S single-seed states into one sweep state (leaves ``(S, ...)``).
+    """
+    if len(trees) == 0:
+        raise ValueError("tree_stack needs at least one tree")
+    flat = [_pytree.tree_flatten(t) for t in trees]
+    spec = flat[0][1]
+    for leaves, s in flat[1:]:
+        if s != spec:
+            raise ValueError("tree_stack: trees differ in structure")
+    stacked = [torch.stack(list(xs)) for xs in zip(*(leaves for leaves, _ in flat))]
+    return _pytree.tree_unflatten(stacked, spec)
+
+
+def tree_unstack(tree: PyTree) -> list[PyTree]:
+    """Inverse of :func:`tree_stack`: split every leaf along axis 0."""
+    leaves, spec = _pytree.tree_flatten(tree)
+    if not leaves:
+        raise ValueError("tree_unstack: tree has no leaves")
+    n = leaves[0].shape[0]
+    return [_pytree.tree_unflatten([x[i] for x in leaves], spec) for i in range(n)]
+
+
+def tree_index(tree: PyTree, index: Any) -> PyTree:
+    """Index every leaf along axis 0 (an int, a slice or an index tensor)."""
+    return _pytree.tree_map(lambda x: x[index], tree)
+
+
+def tree_where(cond: torch.Tensor, new: PyTree, old: PyTree) -> PyTree:
+    """Leaf-wise ``torch.where(cond, new, old)``; ``cond`` is a 0-d bool tensor.
+
+    Branch-free selection, so it works under ``vmap`` (per-seed masks) and
+    inside a compiled graph.
+    """
+    return _pytree.tree_map(lambda a, b: torch.where(cond, a, b), new, old)
+
+
+def tree_all_finite(tree: PyTree) -> torch.Tensor:
+    """A 0-d bool tensor: every floating-point leaf of ``tree`` is finite."""
+    flags = [
+        torch.isfinite(x).all()
+        for x in _pytree.tree_leaves(tree)
+        if isinstance(x, torch.Tensor) and x.is_floating_point()
+    ]
+    if not flags:
+        return torch.tensor(True)
+    return torch.stack(flags).all()
