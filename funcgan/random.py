@@ -185,7 +185,7 @@ def bits(k: Key, shape: int | Sequence[int]) -> torch.Tensor:
     c = torch.arange((n + 1) // 2, dtype=torch.int64, device=k.device)
     w0, w1 = _block(k0, k1, c)
     w = torch.cat([w0, w1], dim=-1)[..., :n]
-    return w.reshape(*k.shape[:-1], *shape)
+    return w.reshape((*k.shape[:-1], *shape))
 
 
 def _unit_uniform(k: Key, n: int, dtype: torch.dtype) -> torch.Tensor:
@@ -225,7 +225,7 @@ def uniform(
     _check_key(k, "uniform")
     _check_float_dtype(dtype, "uniform")
     shape = _shape(shape)
-    u = _unit_uniform(k, math.prod(shape), dtype).reshape(*k.shape[:-1], *shape)
+    u = _unit_uniform(k, math.prod(shape), dtype).reshape((*k.shape[:-1], *shape))
     if isinstance(minval, float) and isinstance(maxval, float) and minval == 0.0 and maxval == 1.0:
         return u
     return u * (maxval - minval) + minval
@@ -254,7 +254,7 @@ def normal(
     r = torch.sqrt(-2.0 * torch.log1p(-u1))
     theta = (2.0 * math.pi) * u2
     z = torch.cat([r * torch.cos(theta), r * torch.sin(theta)], dim=-1)[..., :n]
-    z = z.reshape(*k.shape[:-1], *shape)
+    z = z.reshape((*k.shape[:-1], *shape))
     return z if work == dtype else z.to(dtype)
 
 

@@ -1,0 +1,156 @@
+"""funcgan.random: purity, batch independence, eager == vmap == compile, statistics.
+
+Statistical thresholds are set so that a correct generator fails with
+probability about 1e-6 per check (|z| < 5 standard errors), and the checks
+run on fixed keys, so they are deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, strategies as st
+
+from funcgan import random as fr
+from tests import strategies as S
+
+
+@given(seed=S.seeds, shape=S.shapes, dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_normal_same_key_same_numbers(seed, shape, dtype):
+    k = fr.key(seed)
+    assert torch.equal(fr.normal(k, shape, dtype), fr.normal(k, shape, dtype))
+    assert fr.normal(k, shape, dtype).shape == shape
+
+
+@given(seed=S.seeds, n=st.integers(1, 64), pos=st.integers(0, 63), width=st.sampled_from([1, 8, 64]))
+def test_key_numbers_do_not_depend_on_other_keys_in_batch(seed, n, pos, width):
+    pos = pos % width
+    keys = fr.split(fr.key(seed), width)
+    alone = fr.normal(keys[pos], (n,))
+    batched = torch.func.vmap(lambda k: fr.normal(k, (n,)), randomness="error")(keys)
+    stacked = fr.normal(keys, (n,))
+    assert torch.equal(batched[pos], alone)
+    assert torch.equal(stacked[pos], alone)
+
+
+def test_vmap_is_vectorized_not_a_loop():
+    # randomness="error" proves no global RNG is touched; the vmapped graph must
+    # not fall back to a per-key loop (that raises a warning, an error in this suite).
+    keys = fr.split(fr.key(3), 16)
+    torch.func.vmap(lambda k: (fr.normal(k, (7,)), fr.uniform(k, (3,)), fr.split(k, 3), fr.fold_in(k, 5)),
+                    randomness="error")(keys)
+
+
+def test_compiled_equals_eager():
+    keys = fr.split(fr.key(11), 8)
+
+    def draw(k):
+        a, b = fr.split(k)
+        return fr.normal(a, (33,)), fr.uniform(b, (5, 2)), fr.bits(fr.fold_in(k, 7), (4,))
+
+    eager = torch.func.vmap(draw)(keys)
+    compiled = torch.compile(torch.func.vmap(draw), fullgraph=True, backend="aot_eager")(keys)
+    for e, c in zip(eager, compiled):
+        assert torch.equal(e, c)
+
+
+@pytest.mark.slow
+def test_inductor_compiled_equals_eager_to_rounding():
+    keys = fr.split(fr.key(11), 8)
+    f = lambda k: fr.normal(k, (1000,))
+    eager = torch.func.vmap(f)(keys)
+    compiled = torch.compile(torch.func.vmap(f), fullgraph=True)(keys)
+    # integer words are exact; log/cos/sin may differ by a few ulp under inductor
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
+
+
+def test_uniform_range_and_float64_resolution():
+    k = fr.key(0)
+    u32 = fr.uniform(k, (100_000,))
+    u64 = fr.uniform(k, (100_000,), torch.float64)
+    assert u32.min() >= 0 and u32.max() < 1 and u64.min() >= 0 and u64.max() < 1
+    # float64 draws use 53 bits: far more distinct values than 24-bit float32 draws
+    frac = (u64 * 2**24) - torch.floor(u64 * 2**24)
+    assert (frac > 0).float().mean() > 0.99
+    v = fr.uniform(k, (10,), minval=-2.0, maxval=3.0)
+    assert v.min() >= -2 and v.max() < 3
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_normal_moments_and_ks(dtype):
+    n = 200_000
+    z = fr.normal(fr.key(1234), (n,), dtype).double().numpy()
+    se = 1 / math.sqrt(n)
+    assert abs(z.mean()) < 5 * se
+    assert abs(z.var() - 1) < 5 * math.sqrt(2 / n)
+    assert abs((z**3).mean()) < 5 * math.sqrt(15 / n)
+    assert abs((z**4).mean() - 3) < 5 * math.sqrt(96 / n)
+    # Kolmogorov-Smirnov against the normal CDF; critical value for p = 1e-6 is about 2.7/sqrt(n)
+    zs = np.sort(z)
+    cdf = 0.5 * (1 + np.vectorize(math.erf)(zs / math.sqrt(2)))
+    ecdf_hi = np.arange(1, n + 1) / n
+    d = max(np.max(ecdf_hi - cdf), np.max(cdf - (ecdf_hi - 1 / n)))
+    assert d < 2.7 / math.sqrt(n)
+
+
+def test_split_and_folded_streams_are_uncorrelated():
+    n, m = 20_000, 32
+    base = fr.key(99)
+    streams = [fr.normal(fr.split(base, m), (n,)), fr.normal(fr.fold_in(base.expand(m, 2), torch.arange(m)), (n,)),
+               fr.normal(fr.key(torch.arange(m)), (n,))]  # consecutive integer seeds
+    for z in streams:
+        c = torch.corrcoef(z.double())
+        off = c[~torch.eye(m, dtype=torch.bool)]
+        assert off.abs().max() < 5 / math.sqrt(n)
+        # lag-1 autocorrelation within each stream
+        lag = (z[:, 1:] * z[:, :-1]).mean(dim=1)
+        assert lag.abs().max() < 5 / math.sqrt(n)
+
+
+def test_uniform_bits_are_balanced():
+    w = fr.bits(fr.key(5), (100_000,))
+    assert w.min() >= 0 and w.max() < 2**32
+    for b in range(32):
+        p = ((w >> b) & 1).double().mean().item()
+        assert abs(p - 0.5) < 5 * 0.5 / math.sqrt(100_000)
+
+
+def test_split_keys_are_distinct_and_deterministic():
+    ks = fr.split(fr.key(0), 1000)
+    assert ks.shape == (1000, 2)
+    assert len({tuple(k.tolist()) for k in ks}) == 1000
+    assert torch.equal(ks, fr.split(fr.key(0), 1000))
+    assert not torch.equal(fr.split(fr.key(0), 2), fr.split(fr.key(1), 2))
+
+
+def test_randint_range():
+    r = fr.randint(fr.key(0), (10_000,), 3, 10)
+    assert r.dtype == torch.int64 and r.min() == 3 and r.max() == 9
+
+
+@pytest.mark.parametrize(
+    "call,exc,match",
+    [
+        (lambda: fr.key(-1), ValueError, r"seed must be in \[0, 2\*\*63\)"),
+        (lambda: fr.key(1.5), TypeError, "seed must be an int"),
+        (lambda: fr.normal(torch.zeros(2), (3,)), TypeError, "expected a key"),
+        (lambda: fr.normal(fr.key(0), (3,), torch.int32), TypeError, "dtype must be floating point"),
+        (lambda: fr.split(fr.key(0), 0), ValueError, "num must be an int >= 1"),
+        (lambda: fr.randint(fr.key(0), (3,), 5, 5), ValueError, "need low < high"),
+    ],
+)
+def test_bad_input_raises_clear_errors(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+@pytest.mark.cuda
+def test_cuda_equals_cpu():
+    k = fr.key(7)
+    cpu = fr.normal(k, (1000,))
+    gpu = fr.normal(k.cuda(), (1000,))
+    assert torch.equal(fr.bits(k.cuda(), (100,)).cpu(), fr.bits(k, (100,)))
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-5, atol=1e-6)
