@@ -1,0 +1,210 @@
+"""Check a functional GAN step against an imperative loop, as funcgan's own proofs do.
+
+:func:`compare` runs a funcgan step and an imperative step (funcgan's reference
+for the GAN's loop, or your own) side by side for a number of steps, feeding
+both the same random inputs (drawn from the same keys), and reports the largest
+differences of parameters, optimizer moments and per-step losses.
+:func:`assert_equivalent` raises when they exceed a tolerance.
+
+Your own imperative step has the signature ``step(run, inputs) -> dict[str, float]``,
+where ``run`` is a :class:`~funcgan.reference.ReferenceRun` (``run.G``, ``run.D``,
+``run.opt_g``, ``run.opt_d``) and ``inputs`` is what ``gan.loop.draw`` returns
+(for example ``inputs["real"]``, ``inputs["z_disc"]``, ``inputs["z_gen"]``).
+
+The hypothesis strategies funcgan's tests draw from are in
+:data:`funcgan.testing.strategies` (a module, when hypothesis is installed).
+
+Example::
+
+    from funcgan import systems, testing
+    system = systems.make_system("gaussian1d")
+    report = testing.compare(system, seed=0, steps=20, dtype=torch.float64)
+    testing.assert_equivalent(system, seed=0, steps=20, dtype=torch.float64, atol=1e-10)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from funcgan import random as fr
+from funcgan.optim.transforms import ScaleByAdamState
+from funcgan.reference import ImperativeStep, ReferenceRun, reference_step_for
+from funcgan.train import TrainState, init_state, make_train_step, step_key
+
+aten = torch.ops.aten
+
+__all__ = ["Report", "compare", "assert_equivalent", "adam_moments", "DEFAULT_TOLERANCES", "MatmulFlops"]
+
+#: Tolerances (max abs difference) used by ``funcgan verify`` and the test suite.
+#: float64: both sides compute the same formulas; differences are float64 round-off
+#: in reduction order, ~1e-15, amplified by at most a few orders over 20 steps.
+#: float32: per-step round-off of ~1e-7 relative, amplified by Adam for coordinates
+#: whose gradients are near zero (the first Adam step is ~lr * sign(g)), so the
+#: parameter tolerance is of the order of the learning rate times the steps'
+#: chance of a flipped tiny-gradient sign; losses stay within 1e-4.
+DEFAULT_TOLERANCES = {torch.float64: {"params": 1e-10, "losses": 1e-10, "moments": 1e-10},
+                      torch.float32: {"params": 2e-3, "losses": 1e-3, "moments": 1e-3}}
+
+
+@dataclass
+class Report:
+    """Largest absolute differences between the functional and the imperative run."""
+
+    steps: int
+    dtype: torch.dtype
+    params: float = 0.0
+    moments: float = 0.0
+    losses: float = 0.0
+    per_step_losses: list[float] = field(default_factory=list)
+    worst_param: str = ""
+
+    def exceeds(self, tol: dict[str, float]) -> list[str]:
+        """Names of the quantities whose difference is above ``tol``."""
+        return [k for k in ("params", "moments", "losses") if getattr(self, k) > tol[k]]
+
+
+def adam_moments(opt_state: Any) -> tuple[dict, dict] | None:
+    """Adam's ``(mu, nu)`` from a functional optimizer state, or None if not Adam."""
+    for leaf in _walk(opt_state):
+        if isinstance(leaf, ScaleByAdamState):
+            return leaf.mu, leaf.nu
+    return None
+
+
+def _walk(x: Any):
+    yield x
+    if isinstance(x, tuple):
+        for y in x:
+            yield from _walk(y)
+
+
+def _torch_moments(opt: torch.optim.Optimizer, module: torch.nn.Module) -> tuple[dict, dict] | None:
+    mu, nu = {}, {}
+    for name, p in module.named_parameters():
+        st = opt.state.get(p, {})
+        if "exp_avg" not in st:
+            return None
+        mu[name], nu[name] = st["exp_avg"], st["exp_avg_sq"]
+    return mu, nu
+
+
+def _maxdiff(a: dict, b: dict) -> tuple[float, str]:
+    worst, name = 0.0, ""
+    for k in a:
+        d = float((a[k] - b[k]).abs().max()) if a[k].numel() else 0.0
+        if d > worst or not name:
+            worst, name = d, k
+    return worst, name
+
+
+def compare(
+    system,
+    seed: int = 0,
+    steps: int = 10,
+    dtype: torch.dtype = torch.float64,
+    imperative_step: ImperativeStep | None = None,
+    state: TrainState | None = None,
+) -> Report:
+    """Run functional and imperative training side by side; report the differences.
+
+    Args:
+        system: a :class:`~funcgan.systems.System` (or anything with ``.gan`` and ``.data``).
+        seed: the run's seed (both runs start from ``init_state(gan, key(seed))``).
+        steps: how many training steps.
+        dtype: float64 for tight checks, float32 for what training uses.
+        imperative_step: your imperative step; default: funcgan's reference for the loop.
+        state: start from this state instead of a fresh one.
+
+    Returns:
+        A :class:`Report` of max abs differences (parameters of both players after
+        every step, Adam moments, per-step losses).
+    """
+    gan, data = system.gan, tuple(x.to(dtype) for x in system.data)
+    if state is None:
+        state = init_state(gan, fr.key(seed), dtype=dtype)
+    run = ReferenceRun(gan, state)
+    imperative_step = imperative_step or reference_step_for(gan)
+    step = make_train_step(gan)
+    report = Report(steps=steps, dtype=dtype)
+    for _ in range(steps):
+        inputs = gan.loop.draw(gan, step_key(state), data, dtype)
+        ref_losses = imperative_step(run, inputs)
+        state, metrics = step(state, data)
+        loss_diff = max(abs(float(metrics[k]) - v) for k, v in ref_losses.items() if k in metrics)
+        report.per_step_losses.append(loss_diff)
+        report.losses = max(report.losses, loss_diff)
+        for ours, theirs in ((state.gen_params, run.gen_params()), (state.disc_params, run.disc_params())):
+            d, name = _maxdiff(ours, theirs)
+            if d >= report.params:
+                report.params, report.worst_param = d, name
+        for opt_state, opt, module in ((state.gen_opt_state, run.opt_g, run.G), (state.disc_opt_state, run.opt_d, run.D)):
+            ours_m, theirs_m = adam_moments(opt_state), _torch_moments(opt, module)
+            if ours_m is not None and theirs_m is not None:
+                for a, b in zip(ours_m, theirs_m):
+                    report.moments = max(report.moments, _maxdiff(a, b)[0])
+    return report
+
+
+def assert_equivalent(
+    system,
+    seed: int = 0,
+    steps: int = 10,
+    dtype: torch.dtype = torch.float64,
+    imperative_step: ImperativeStep | None = None,
+    tolerances: dict[str, float] | None = None,
+) -> Report:
+    """:func:`compare`, raising ``AssertionError`` when a difference exceeds its tolerance."""
+    tol = tolerances or DEFAULT_TOLERANCES[dtype]
+    report = compare(system, seed, steps, dtype, imperative_step)
+    bad = report.exceeds(tol)
+    if bad:
+        raise AssertionError(
+            f"functional and imperative runs differ ({system.gan.name}, {dtype}, {steps} steps): "
+            + ", ".join(f"{k} {getattr(report, k):.3e} > {tol[k]:.1e}" for k in bad)
+            + (f" (worst parameter '{report.worst_param}')" if "params" in bad else "")
+        )
+    return report
+
+
+class MatmulFlops(TorchDispatchMode):
+    """Count the FLOPs of matrix products (``mm``, ``addmm``, ``bmm``, ``baddbmm``) run inside.
+
+    A dispatch mode sees the operations below ``torch.func``'s transforms, so it
+    counts exactly what a functional step computes (``torch.utils.flop_counter``'s
+    module tracker does not work under ``torch.func.grad``). ``flops`` is
+    ``2 * m * k * n`` summed over products (times the batch for ``bmm``).
+
+    Example::
+
+        with MatmulFlops() as fc:
+            step(state, data)
+        print(fc.flops)
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        packet = getattr(func, "overloadpacket", None)
+        if packet in (aten.mm, aten.addmm):
+            a, b = (args[0], args[1]) if packet is aten.mm else (args[1], args[2])
+            self.flops += 2 * a.shape[0] * a.shape[1] * b.shape[1]
+        elif packet in (aten.bmm, aten.baddbmm):
+            a, b = (args[0], args[1]) if packet is aten.bmm else (args[1], args[2])
+            self.flops += 2 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
+        return func(*args, **kwargs)
+
+
+def __getattr__(name: str):
+    if name == "strategies":
+        from funcgan import _strategies
+
+        return _strategies
+    raise AttributeError(name)
