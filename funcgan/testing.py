@@ -48,7 +48,7 @@ __all__ = ["Report", "compare", "assert_equivalent", "adam_moments", "DEFAULT_TO
 #: parameter tolerance is of the order of the learning rate times the steps'
 #: chance of a flipped tiny-gradient sign; losses stay within 1e-4.
 DEFAULT_TOLERANCES = {torch.float64: {"params": 1e-10, "losses": 1e-10, "moments": 1e-10},
-                      torch.float32: {"params": 2e-3, "losses": 1e-3, "moments": 1e-3}}
+                      torch.float32: {"params": 1e-3, "losses": 1e-3, "moments": 1e-3}}
 
 
 @dataclass

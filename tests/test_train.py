@@ -32,8 +32,8 @@ from funcgan.reference import ReferenceRun, alternating_step
 from funcgan.train import Alternating, init_state, make_train_step, step_key, update_player
 from funcgan.tree import tree_map
 
-F64_TOL = {"params": 1e-10, "moments": 1e-10, "losses": 1e-10}
-F32_TOL = {"params": 1e-3, "moments": 1e-3, "losses": 1e-3}
+F64_TOL = testing.DEFAULT_TOLERANCES[torch.float64]
+F32_TOL = testing.DEFAULT_TOLERANCES[torch.float32]
 
 
 @pytest.mark.parametrize("loop", LOOPS)
