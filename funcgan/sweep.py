@@ -191,7 +191,7 @@ def make_sweep_step(
     """
     vstep = vmap(_guarded(make_train_step(gan)), in_dims=(0, None), randomness="error")
     if compile:
-        vstep = torch.compile(vstep, fullgraph=True, backend=backend, mode=mode)
+        vstep = torch.compile(vstep, fullgraph=True, backend=backend, mode=mode, dynamic=False)
     return vstep
 
 
@@ -276,6 +276,7 @@ def run(
         raise ValueError(f"sweep.run: chunk_size must be >= 1, got {chunk_size}")
     data = tuple(x.to(device=device, dtype=dtype) for x in system.data)
     vstep = make_sweep_step(gan, compile=compile, backend=backend, mode=mode)
+    cudagraphs = compile and mode is not None and "reduce-overhead" in mode
     logged = [t for t in range(1, steps + 1) if t % log_every == 0 or t == steps]
     finals, histories = [], []
     t0 = time.perf_counter()
@@ -290,16 +291,19 @@ def run(
         for t in range(1, steps + 1):
             if c0 == 0 and t == 1:
                 tc = time.perf_counter()
+            if cudagraphs:
+                torch.compiler.cudagraph_mark_step_begin()
             chunk, metrics = vstep(chunk, data)
             if c0 == 0 and t == 1:
                 if device.startswith("cuda"):
                     torch.cuda.synchronize()
                 compile_seconds = time.perf_counter() - tc
             if t % log_every == 0 or t == steps:
-                rows.append({k: v[:n] for k, v in metrics.items()})
+                # a copy: CUDA-graph replays overwrite their outputs
+                rows.append({k: v[:n].clone() for k, v in metrics.items()})
             if progress is not None:
                 progress(n)
-        finals.append(tree_map(lambda x: x[:n], chunk))
+        finals.append(tree_map(lambda x: x[:n].clone(), chunk))
         histories.append({k: torch.stack([r[k] for r in rows]) for k in rows[0]})
     if device.startswith("cuda"):
         torch.cuda.synchronize()

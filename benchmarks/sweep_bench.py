@@ -1,0 +1,332 @@
+"""Side-by-side sweep benchmark: imperative loop vs funcgan (eager vmap, compiled vmap) vs JAX.
+
+Run from the repository root:
+
+    python benchmarks/sweep_bench.py                       # CPU, both problems, S in 1..4096
+    python benchmarks/sweep_bench.py --problems gaussian1d --sizes 1,256,1024 --json out.json
+    python benchmarks/sweep_bench.py --device cuda --sizes 1,1024,16384
+
+All competitors run in this one process on the same problem; the table reports
+seed-steps per second (runs x steps / wall time, after warm-up), compile time,
+memory, and ratios. This machine is noisy: compare ratios, not absolute times.
+
+* imperative: funcgan.reference's loop for the problem (nn.Module + torch.optim +
+  .backward() + .detach(), noise from torch.randn as the seeds draw it), seed
+  after seed. Its per-seed-step time does not depend on S, so it is measured once
+  on ``--imperative-steps`` steps and used for every S.
+* funcgan eager: ``vmap(step)`` with no compilation.
+* funcgan compiled: ``torch.compile(vmap(step), fullgraph=True)`` (inductor),
+  chunked (``--chunk``) so S > chunk reuses one compiled shape.
+* jax: the same GAN in JAX (``jit(vmap(step))``, threefry keys, hand-written Adam),
+  when jax is installed (never a dependency). Only the 1-D GAN has a JAX port.
+
+Also measured: seed 002's point that the functional G step computes no gradient
+for D's parameters, as matmul FLOPs and time of one G step, functional vs imperative.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from typing import Any
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from funcgan import random as fr  # noqa: E402
+from funcgan import reference, sweep, systems, testing  # noqa: E402
+from funcgan.train import init_state, make_train_step, step_key  # noqa: E402
+from funcgan.tree import tree_leaves  # noqa: E402
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _timed(fn, min_seconds: float, device: str) -> tuple[float, int]:
+    """Call fn repeatedly for at least min_seconds; return (seconds per call, calls)."""
+    n, t0 = 0, time.perf_counter()
+    while True:
+        fn()
+        n += 1
+        if n >= 2:
+            _sync(device)
+            el = time.perf_counter() - t0
+            if el >= min_seconds:
+                return el / n, n
+
+
+# ----------------------------------------------------------------------------- imperative
+
+
+def imperative_rate(system, device: str, steps: int) -> float:
+    """Seed-steps/s of the imperative reference loop, noise from torch.randn."""
+    gan = system.gan
+    state = init_state(gan, fr.key(0), device=device)
+    run = reference.ReferenceRun(gan, state)
+    step = reference.reference_step_for(gan)
+    data = tuple(x.to(device) for x in system.data)
+    B, Z = gan.batch_size, gan.latent_dim
+    torch.manual_seed(0)
+
+    def inputs():
+        # the seeds' own way of drawing: the global RNG
+        if gan.conditional:
+            idx = torch.randint(0, data[0].shape[0], (B,), device=device)
+            return {"real": (data[0][idx], data[1][idx])}
+        if data:
+            real = (data[0][torch.randint(0, data[0].shape[0], (B,), device=device)],)
+        else:
+            real = (torch.randn(B, 1, device=device),)
+        loop = gan.loop
+        if loop.name == "alternating":
+            return {"real": tuple(r[None] for r in real), "z_disc": torch.randn(1, B, Z, device=device),
+                    "z_gen": torch.randn(B, Z, device=device)}
+        if loop.name == "reuse_fake":
+            return {"real": real, "z": torch.randn(B, Z, device=device)}
+        return {"real": real, "z_disc": torch.randn(B, Z, device=device),
+                "z_gen": torch.randn(loop.max_gen_steps, B, Z, device=device)}
+
+    for _ in range(10):
+        step(run, inputs())
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step(run, inputs())
+    _sync(device)
+    return steps / (time.perf_counter() - t0)
+
+
+# ----------------------------------------------------------------------------- funcgan
+
+
+def state_bytes_per_seed(states, S: int) -> float:
+    return sum(x.numel() * x.element_size() for x in tree_leaves(states)) / S
+
+
+def funcgan_rate(system, S: int, device: str, compile: bool, chunk: int, min_seconds: float,
+                 mode: str | None = None) -> dict[str, Any]:
+    """Seed-steps/s of the vmapped (optionally compiled) sweep step on S runs, chunked."""
+    gan = system.gan
+    C = min(S, chunk)
+    states = sweep.init_sweep(gan, sweep.grid(range(C)), device=device)
+    data = tuple(x.to(device) for x in system.data)
+    vstep = sweep.make_sweep_step(gan, compile=compile, mode=mode)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    holder = [states]
+
+    cudagraphs = compile and mode is not None and "reduce-overhead" in mode
+
+    def one():
+        if cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        holder[0], _ = vstep(holder[0], data)
+
+    one()
+    _sync(device)
+    compile_s = time.perf_counter() - t0
+    one()
+    per_call, _ = _timed(one, min_seconds, device)
+    # S runs = ceil(S / C) calls of C runs each (chunk-major order gives the same rate)
+    n_chunks = -(-S // C)
+    rate = S / (per_call * n_chunks)
+    out = {"rate": rate, "compile_s": compile_s, "chunk": C, "state_bytes_per_seed": state_bytes_per_seed(states, C)}
+    if device.startswith("cuda"):
+        out["peak_mem_bytes_per_seed"] = torch.cuda.max_memory_allocated() / C
+    return out
+
+
+# ----------------------------------------------------------------------------- JAX
+
+
+def jax_rate_gaussian1d(S: int, min_seconds: float, batch: int = 100, steps_per_call: int = 1) -> dict[str, Any] | None:
+    """The seed-000 GAN in JAX: jit(vmap(step)) over per-seed threefry keys, hand-written Adam."""
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return None
+
+    def init_linear(key, n_in, n_out):
+        kw, kb = jax.random.split(key)
+        bound = 1.0 / jnp.sqrt(n_in)
+        return {"w": jax.random.uniform(kw, (n_in, n_out), minval=-bound, maxval=bound),
+                "b": jax.random.uniform(kb, (n_out,), minval=-bound, maxval=bound)}
+
+    def init(key):
+        k = jax.random.split(key, 5)
+        g = [init_linear(k[0], 10, 50), init_linear(k[1], 50, 1)]
+        d = [init_linear(k[2], 1, 50), init_linear(k[3], 50, 1)]
+        zeros = lambda t: jax.tree_util.tree_map(jnp.zeros_like, t)
+        return {"g": g, "d": d, "gm": zeros(g), "gv": zeros(g), "dm": zeros(d), "dv": zeros(d),
+                "t": jnp.zeros((), jnp.int32), "key": k[4]}
+
+    def mlp(p, x, out_sigmoid):
+        h = jax.nn.relu(x @ p[0]["w"] + p[0]["b"])
+        y = h @ p[1]["w"] + p[1]["b"]
+        return jax.nn.sigmoid(y) if out_sigmoid else y
+
+    def bce(p, y):
+        p = jnp.clip(p, 1e-12, 1 - 1e-12)
+        return -jnp.mean(y * jnp.log(p) + (1 - y) * jnp.log(1 - p))
+
+    def adam(params, grads, m, v, t, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):
+        m = jax.tree_util.tree_map(lambda m, g: b1 * m + (1 - b1) * g, m, grads)
+        v = jax.tree_util.tree_map(lambda v, g: b2 * v + (1 - b2) * g * g, v, grads)
+        bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
+        params = jax.tree_util.tree_map(lambda p, m, v: p - lr / bc1 * m / (jnp.sqrt(v / bc2) + eps), params, m, v)
+        return params, m, v
+
+    def step(s):
+        key, kr, kz1, kz2 = jax.random.split(s["key"], 4)
+        real = jax.random.normal(kr, (batch, 1))
+        fake = jax.lax.stop_gradient(mlp(s["g"], jax.random.normal(kz1, (batch, 10)), False))
+        t = s["t"] + 1
+
+        def d_loss(d):
+            return bce(mlp(d, real, True), 1.0) + bce(mlp(d, fake, True), 0.0)
+
+        dl, dg = jax.value_and_grad(d_loss)(s["d"])
+        d, dm, dv = adam(s["d"], dg, s["dm"], s["dv"], t)
+        z = jax.random.normal(kz2, (batch, 10))
+
+        def g_loss(g):
+            return bce(mlp(d, mlp(g, z, False), True), 1.0)
+
+        gl, gg = jax.value_and_grad(g_loss)(s["g"])
+        g, gm, gv = adam(s["g"], gg, s["gm"], s["gv"], t)
+        return {"g": g, "d": d, "gm": gm, "gv": gv, "dm": dm, "dv": dv, "t": t, "key": key}, (dl, gl)
+
+    vstep = jax.jit(jax.vmap(step))
+    states = jax.vmap(init)(jax.random.split(jax.random.PRNGKey(0), S))
+    t0 = time.perf_counter()
+    states, out = vstep(states)
+    jax.block_until_ready(out)
+    compile_s = time.perf_counter() - t0
+    holder = [states]
+
+    def one():
+        holder[0], o = vstep(holder[0])
+        jax.block_until_ready(o)
+
+    per_call, _ = _timed(one, min_seconds, "cpu")
+    return {"rate": S / per_call, "compile_s": compile_s, "backend": jax.default_backend()}
+
+
+# ----------------------------------------------------------------------------- seed 002's G step
+
+
+def gen_step_cost(device: str, repeats: int = 200) -> dict[str, Any]:
+    """Functional G step (no D parameter gradients) vs imperative G step (loss.backward()),
+    on the pix2pix system: matmul FLOPs and time per G step."""
+    system = systems.make_system("pix2pix", batch_size=64)
+    gan = system.gan
+    state = init_state(gan, fr.key(0), device=device)
+    data = tuple(x.to(device) for x in system.data)
+    cond, target = gan.loop.draw(gan, step_key(state), data, torch.float32)["real"]
+
+    def functional():
+        fake, gen_vjp, _ = torch.func.vjp(lambda p: gan.G(p, {}, cond), state.gen_params, has_aux=True)
+
+        def g_of_fake(f):
+            return torch.nn.functional.binary_cross_entropy(
+                gan.D(state.disc_params, {}, (cond, f))[0], torch.ones(len(f), 1, device=device))
+
+        d_fake, _ = torch.func.grad_and_value(g_of_fake)(fake)
+        return gen_vjp(d_fake)
+
+    run = reference.ReferenceRun(gan, state)
+
+    def imperative():
+        run.opt_g.zero_grad()
+        fake = run.G(cond)
+        loss = torch.nn.functional.binary_cross_entropy(run.D(cond, fake), torch.ones(len(fake), 1, device=device))
+        loss.backward()
+
+    with testing.MatmulFlops() as f_func:
+        functional()
+    with testing.MatmulFlops() as f_imp:
+        imperative()
+    t_func, _ = _timed(functional, 1.0, device)
+    t_imp, _ = _timed(imperative, 1.0, device)
+    return {"functional_flops": f_func.flops, "imperative_flops": f_imp.flops,
+            "functional_ms": t_func * 1e3, "imperative_ms": t_imp * 1e3}
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--problems", default="gaussian1d,mnist")
+    ap.add_argument("--sizes", default="1,16,256,1024,4096")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--chunk", type=int, default=256, help="runs per compiled call")
+    ap.add_argument("--min-seconds", type=float, default=2.0)
+    ap.add_argument("--imperative-steps", type=int, default=300)
+    ap.add_argument("--eager-max", type=int, default=1024, help="skip eager vmap above this S")
+    ap.add_argument("--mode", default=None, help="torch.compile mode (reduce-overhead: CUDA graphs)")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    results: dict[str, Any] = {"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                               "machine": platform.processor() or platform.machine(), "problems": {}}
+    if args.device.startswith("cuda"):
+        results["gpu"] = torch.cuda.get_device_name()
+    for problem in args.problems.split(","):
+        system = systems.make_system(problem, batch_size=100 if problem == "gaussian1d" else 64)
+        imp = imperative_rate(system, args.device, args.imperative_steps)
+        rows = []
+        print(f"\n{problem}: imperative loop {imp:,.0f} seed-steps/s (seed after seed, any S)", flush=True)
+        print(f"{'S':>6} {'eager':>11} {'compiled':>11} {'compile s':>9} {'jax':>11} {'comp/imp':>9} {'comp/jax':>9} {'state B/seed':>12}")
+        for S in sizes:
+            row: dict[str, Any] = {"S": S, "imperative": imp}
+            if S <= args.eager_max:
+                row["eager"] = funcgan_rate(system, S, args.device, False, args.chunk, args.min_seconds)["rate"]
+            c = funcgan_rate(system, S, args.device, True, args.chunk, args.min_seconds, args.mode)
+            row.update(compiled=c["rate"], compile_s=c["compile_s"], chunk=c["chunk"],
+                       state_bytes_per_seed=c["state_bytes_per_seed"])
+            if "peak_mem_bytes_per_seed" in c:
+                row["peak_mem_bytes_per_seed"] = c["peak_mem_bytes_per_seed"]
+            if problem == "gaussian1d":
+                j = jax_rate_gaussian1d(S, args.min_seconds)
+                if j is not None:
+                    row["jax"] = j["rate"]
+                    row["jax_compile_s"] = j["compile_s"]
+            row["compiled_over_imperative"] = row["compiled"] / imp
+            if "jax" in row:
+                row["compiled_over_jax"] = row["compiled"] / row["jax"]
+            rows.append(row)
+            fmt = lambda k: f"{row[k]:>11,.0f}" if k in row else f"{'-':>11}"
+            print(f"{S:>6} {fmt('eager')} {fmt('compiled')} {row['compile_s']:>9.1f} {fmt('jax')} "
+                  f"{row['compiled_over_imperative']:>8.1f}x "
+                  + (f"{row['compiled_over_jax']:>8.2f}x" if "jax" in row else f"{'-':>9}")
+                  + f" {row['state_bytes_per_seed']:>12,.0f}", flush=True)
+        results["problems"][problem] = rows
+    g = gen_step_cost(args.device)
+    results["gen_step"] = g
+    print(f"\nseed 002 G step (pix2pix, batch 64): matmul FLOPs functional {g['functional_flops']:,} vs "
+          f"imperative {g['imperative_flops']:,} ({g['imperative_flops'] / g['functional_flops']:.2f}x); "
+          f"time {g['functional_ms']:.3f} ms vs {g['imperative_ms']:.3f} ms")
+    results["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
