@@ -42,7 +42,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from funcgan import random as fr  # noqa: E402
 from funcgan import reference, sweep, systems, testing  # noqa: E402
 from funcgan.train import init_state, make_train_step, step_key  # noqa: E402
-from funcgan.tree import tree_leaves  # noqa: E402
+from funcgan.tree import tree_leaves, tree_map  # noqa: E402
 
 
 def _sync(device: str) -> None:
@@ -130,6 +130,8 @@ def funcgan_rate(system, S: int, device: str, compile: bool, chunk: int, min_sec
         if cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()
         holder[0], _ = vstep(holder[0], data)
+        if cudagraphs:  # replays overwrite their outputs
+            holder[0] = tree_map(torch.clone, holder[0])
 
     one()
     _sync(device)

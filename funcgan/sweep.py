@@ -294,6 +294,8 @@ def run(
             if cudagraphs:
                 torch.compiler.cudagraph_mark_step_begin()
             chunk, metrics = vstep(chunk, data)
+            if cudagraphs:  # replays overwrite their outputs; the state must outlive the next one
+                chunk = tree_map(torch.clone, chunk)
             if c0 == 0 and t == 1:
                 if device.startswith("cuda"):
                     torch.cuda.synchronize()
