@@ -47,7 +47,7 @@ _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d
 _NORM = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
 
-def _fan_in(weight_shape: tuple[int, ...], transposed: bool) -> int:
+def _fan_in(weight_shape: tuple[int, ...]) -> int:
     # torch.nn.init._calculate_fan_in_and_fan_out: fan_in = size(1) * receptive field
     receptive = math.prod(weight_shape[2:]) if len(weight_shape) > 2 else 1
     return weight_shape[1] * receptive
@@ -77,6 +77,10 @@ def init_params(
     Returns:
         ``(params, buffers)``.
 
+    A module type funcgan does not know can define
+    ``funcgan_init(self, key, dtype) -> dict[str, Tensor]`` returning its own
+    (non-recursive) parameters; it is called with that parameter group's key.
+
     Raises:
         TypeError: a module type holds parameters but has no known default
             initialisation; build its parameters yourself or use
@@ -89,13 +93,21 @@ def init_params(
     index = {n: i for i, n in enumerate(names)}
     params: Params = {}
     for mod_name, mod in module.named_modules():
+        own = dict(mod.named_parameters(recurse=False))
+        if own and hasattr(mod, "funcgan_init"):
+            first = f"{mod_name}.{next(iter(own))}" if mod_name else next(iter(own))
+            custom = mod.funcgan_init(keys[index[first]], dtype)
+            for p_name in own:
+                full = f"{mod_name}.{p_name}" if mod_name else p_name
+                params[full] = custom[p_name].to(device=device, dtype=dtype)
+            continue
         for p_name, p in mod.named_parameters(recurse=False):
             full = f"{mod_name}.{p_name}" if mod_name else p_name
             k = keys[index[full]]
             shape = tuple(p.shape)
             if isinstance(mod, (nn.Linear, nn.Bilinear) + _CONV):
                 w_shape = tuple(mod.weight.shape)
-                fan_in = _fan_in(w_shape, isinstance(mod, _CONV[3:])) if not isinstance(mod, nn.Bilinear) else w_shape[1]
+                fan_in = _fan_in(w_shape) if not isinstance(mod, nn.Bilinear) else w_shape[1]
                 bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
                 params[full] = fr.uniform(k, shape, dtype, -bound, bound).to(device)
             elif isinstance(mod, _NORM):

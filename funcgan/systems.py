@@ -10,6 +10,10 @@ problem          seed    what
                          (:class:`~funcgan.train.ReuseFake`), Adam 1e-3.
 ``pix2pix``      002     conditional GAN on (digit, digit rotated 90 degrees) pairs,
                          D on (condition, image), BCE + 100 * L1, Adam 2e-4 (0.5, 0.999).
+``dirac``        toy     Dirac-GAN (Mescheder et al. 2018): G = delta at theta, D(x) = psi x,
+                         data at 0; any scheme, objective and penalty (``Game``).
+``ring8``        toy     ring of 8 Gaussians (radius 2, std 0.02) with MLPs on logits.
+``grid25``       toy     5x5 grid of Gaussians (spacing 2, std 0.05) with MLPs on logits.
 ``mnist``        003     MNIST MLP GAN (D: 2 Linear + LeakyReLU; G: 3 Linear + 2 ReLU),
                          clamped logs, clipping at 1, Adam 1e-4, the adaptive G
                          schedule (:class:`~funcgan.train.Adaptive`). Reads MNIST IDX
@@ -31,7 +35,8 @@ from funcgan import nets
 from funcgan import random as fr
 from funcgan.train import GAN, Adaptive, Alternating, OptimizerSpec, Pix2Pix, ReuseFake
 
-__all__ = ["System", "PROBLEMS", "make_system", "gaussian1d", "digits", "pix2pix", "mnist", "dataset_sampler"]
+__all__ = ["System", "PROBLEMS", "make_system", "gaussian1d", "digits", "pix2pix", "mnist", "dirac", "ring8",
+           "grid25", "dataset_sampler", "DiracGenerator", "DiracDiscriminator"]
 
 
 @dataclass(eq=False)
@@ -47,6 +52,7 @@ class System:
         description: one line.
         data_source: where the data came from.
         real_stats: the data's mean and std (1-D systems), for the summary.
+        mixture: ``(means, std)`` for 2-D mixture systems (their metrics).
     """
 
     gan: GAN
@@ -57,6 +63,7 @@ class System:
     data_source: str = "generated"
     image_shape: tuple[int, int] | None = None
     real_stats: dict[str, float] = field(default_factory=dict)
+    mixture: tuple[torch.Tensor, float] | None = None
 
     @property
     def name(self) -> str:
@@ -186,11 +193,115 @@ def mnist(data_dir: str | None = None, batch_size: int = 64, latent_dim: int = 6
                   data_source=source, image_shape=shape)
 
 
+class DiracGenerator(nn.Module):
+    """The Dirac-GAN generator: every sample is ``theta`` (initialised to ``theta0``)."""
+
+    def __init__(self, theta0: float = 1.0):
+        super().__init__()
+        self.theta0 = theta0
+        self.theta = nn.Parameter(torch.full((1,), float(theta0)))
+
+    def funcgan_init(self, key: torch.Tensor, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        return {"theta": torch.full((1,), float(self.theta0), dtype=dtype)}
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, Z) -> (B, 1)
+        return self.theta.expand(z.shape[0], 1)
+
+
+class DiracDiscriminator(nn.Module):
+    """The Dirac-GAN discriminator: the logit ``psi * x`` (``psi`` initialised to ``psi0``)."""
+
+    def __init__(self, psi0: float = 1.0):
+        super().__init__()
+        self.psi0 = psi0
+        self.psi = nn.Parameter(torch.full((1,), float(psi0)))
+
+    def funcgan_init(self, key: torch.Tensor, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        return {"psi": torch.full((1,), float(self.psi0), dtype=dtype)}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1) -> (B, 1) logits
+        return self.psi * x
+
+
+def _game(scheme: str, loss: str, r1: float, r2: float, gp: float, penalty_every: int, n_disc: int,
+          unroll: int, unroll_stop_opt_grad: bool, consensus: float):
+    from funcgan.dynamics import Game, Penalties
+
+    return Game(scheme=scheme, objective=loss, penalties=Penalties(r1, r2, gp, penalty_every), n_disc=n_disc,
+                unroll=unroll, unroll_stop_opt_grad=unroll_stop_opt_grad, consensus=consensus)
+
+
+def dirac(scheme: str = "alternating", loss: str = "nonsaturating", lr: float = 0.1, optimizer: str = "sgd",
+          r1: float = 0.0, r2: float = 0.0, gp: float = 0.0, penalty_every: int = 1, n_disc: int = 1,
+          unroll: int = 5, unroll_stop_opt_grad: bool = False, consensus: float = 1.0, theta0: float = 1.0,
+          psi0: float = 1.0, batch_size: int = 1, ema: float | None = None,
+          gen_lr: float | None = None, disc_lr: float | None = None) -> System:
+    """The Dirac-GAN: data at 0, G = delta at theta, D(x) = psi x (logits); plain gradient descent
+    with step ``lr`` by default, started at ``(theta0, psi0) = (1, 1)``. The equilibrium is (0, 0)."""
+
+    def zeros(key, data, batch_shape, dtype=torch.float32):
+        del key, data
+        return (torch.zeros((*batch_shape, 1), dtype=dtype),)
+
+    gan = GAN(gen=DiracGenerator(theta0), disc=DiracDiscriminator(psi0),
+              loop=_game(scheme, loss, r1, r2, gp, penalty_every, n_disc, unroll, unroll_stop_opt_grad, consensus),
+              latent_dim=1, batch_size=batch_size, sample_real=zeros,
+              gen_opt=OptimizerSpec(optimizer, gen_lr or lr, (0.0, 0.999) if optimizer == "adam" else (0.9, 0.999)),
+              disc_opt=OptimizerSpec(optimizer, disc_lr or lr, (0.0, 0.999) if optimizer == "adam" else (0.9, 0.999)),
+              name="dirac", ema_decay=ema)
+    return System(gan, (), "dirac", 500, f"Dirac-GAN, {scheme}, {loss}", real_stats={"mean": 0.0, "std": 0.0})
+
+
+def _mixture(name: str, means: torch.Tensor, std: float, scheme, loss, lr, r1, r2, gp, penalty_every, n_disc,
+             unroll, unroll_stop_opt_grad, consensus, batch_size, latent_dim, hidden, ema, gen_lr, disc_lr) -> System:
+    def sample(key, data, batch_shape, dtype=torch.float32):
+        del data
+        k_mode, k_noise = fr.split(key)
+        idx = fr.randint(k_mode, batch_shape, 0, means.shape[0])
+        return (means.to(dtype)[idx] + std * fr.normal(k_noise, (*batch_shape, 2), dtype),)
+
+    gan = GAN(gen=nets.mlp(latent_dim, [hidden, hidden], 2, "relu"),
+              disc=nets.mlp(2, [hidden, hidden], 1, "relu"),
+              loop=_game(scheme, loss, r1, r2, gp, penalty_every, n_disc, unroll, unroll_stop_opt_grad, consensus),
+              latent_dim=latent_dim, batch_size=batch_size, sample_real=sample,
+              gen_opt=OptimizerSpec("adam", gen_lr or lr, (0.5, 0.999)),
+              disc_opt=OptimizerSpec("adam", disc_lr or lr, (0.5, 0.999)), name=name, ema_decay=ema)
+    return System(gan, (), "mixture", 2000, f"{name}: {means.shape[0]} Gaussians, {scheme}, {loss}",
+                  mixture=(means, std))
+
+
+def ring8(scheme: str = "alternating", loss: str = "nonsaturating", lr: float = 1e-3, r1: float = 0.0,
+          r2: float = 0.0, gp: float = 0.0, penalty_every: int = 1, n_disc: int = 1, unroll: int = 5,
+          unroll_stop_opt_grad: bool = False, consensus: float = 1.0, batch_size: int = 256,
+          latent_dim: int = 16, hidden: int = 128, ema: float | None = None,
+          gen_lr: float | None = None, disc_lr: float | None = None) -> System:
+    """8 Gaussians on a circle of radius 2, std 0.02 (the unrolled-GAN paper's ring)."""
+    from funcgan.metrics import ring_means
+
+    return _mixture("ring8", ring_means(8, 2.0), 0.02, scheme, loss, lr, r1, r2, gp, penalty_every, n_disc, unroll,
+                    unroll_stop_opt_grad, consensus, batch_size, latent_dim, hidden, ema, gen_lr, disc_lr)
+
+
+def grid25(scheme: str = "alternating", loss: str = "nonsaturating", lr: float = 1e-3, r1: float = 0.0,
+           r2: float = 0.0, gp: float = 0.0, penalty_every: int = 1, n_disc: int = 1, unroll: int = 5,
+           unroll_stop_opt_grad: bool = False, consensus: float = 1.0, batch_size: int = 256,
+           latent_dim: int = 16, hidden: int = 128, ema: float | None = None,
+           gen_lr: float | None = None, disc_lr: float | None = None) -> System:
+    """A 5x5 grid of Gaussians at spacing 2 (-4..4), std 0.05 (the VEEGAN/PacGAN grid)."""
+    from funcgan.metrics import grid_means
+
+    return _mixture("grid25", grid_means(5, 2.0), 0.05, scheme, loss, lr, r1, r2, gp, penalty_every, n_disc, unroll,
+                    unroll_stop_opt_grad, consensus, batch_size, latent_dim, hidden, ema, gen_lr, disc_lr)
+
+
 PROBLEMS: dict[str, Callable[..., System]] = {
     "gaussian1d": gaussian1d,
     "digits": digits,
     "pix2pix": pix2pix,
     "mnist": mnist,
+    "dirac": dirac,
+    "ring8": ring8,
+    "grid25": grid25,
 }
 
 

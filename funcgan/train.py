@@ -91,6 +91,8 @@ class TrainState(NamedTuple):
         step: int64 0-d, the number of steps taken.
         extra: loop-specific carried values (seed 003's countdown), 0-d tensors.
         hparams: loss hyper-parameters (e.g. ``l1_weight``), float64 0-d tensors.
+        gen_ema: an exponential moving average of G's parameters (Polyak
+            averaging) when ``gan.ema_decay`` is set, else ``{}``; evaluate with it.
     """
 
     gen_params: nets.Params
@@ -103,6 +105,7 @@ class TrainState(NamedTuple):
     step: torch.Tensor
     extra: dict[str, torch.Tensor]
     hparams: dict[str, torch.Tensor]
+    gen_ema: dict[str, torch.Tensor] = {}
 
 
 # ----------------------------------------------------------------------------- optimizers
@@ -205,6 +208,11 @@ class GAN:
         hparams: loss hyper-parameters, carried in the state (sweepable).
         conditional: G maps a condition to an image and D scores (condition, image).
         name: a label.
+        ema_decay: if set, keep ``state.gen_ema``, an exponential moving average
+            of G's parameters with this decay (Polyak averaging, as in Karras et al.
+            2018 and Yazici et al. 2019), starting at step ``ema_start`` (before
+            it, the average equals G's parameters).
+        ema_start: the first step that averages.
     """
 
     gen: nn.Module
@@ -218,8 +226,14 @@ class GAN:
     hparams: dict[str, float] = field(default_factory=dict)
     conditional: bool = False
     name: str = "gan"
+    ema_decay: float | None = None
+    ema_start: int = 0
 
     def __post_init__(self) -> None:
+        if self.ema_decay is not None:
+            check_positive("GAN", "ema_decay", self.ema_decay)
+            if self.ema_decay >= 1:
+                raise ValueError(f"GAN: ema_decay must be in (0, 1), got {self.ema_decay}")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"GAN: batch_size must be an int >= 1, got {self.batch_size!r}")
         if not isinstance(self.latent_dim, int) or self.latent_dim < 0:
@@ -275,8 +289,9 @@ class Loop:
 
     name = "loop"
 
-    def init_extra(self, device: torch.device) -> dict[str, torch.Tensor]:
-        """Loop-specific carried values (0-d tensors) for a fresh run."""
+    def init_extra(self, device: torch.device, gen_params: nets.Params, disc_params: nets.Params) -> dict[str, Any]:
+        """Loop-specific carried values (tensors) for a fresh run; the structure must not
+        change during training (vmap and compile need a fixed state layout)."""
         return {}
 
     def draw(self, gan: GAN, key: torch.Tensor, data: Data, dtype: torch.dtype) -> dict[str, Any]:
@@ -468,7 +483,7 @@ class Adaptive(Loop):
             raise ValueError(f"Adaptive: max_gen_steps must be an int >= 1, got {self.max_gen_steps!r}")
         check_positive("Adaptive", "g_threshold", self.g_threshold)
 
-    def init_extra(self, device):
+    def init_extra(self, device, gen_params, disc_params):
         return {"rest_k": torch.zeros((), dtype=torch.int64, device=device)}
 
     def draw(self, gan, key, data, dtype):
@@ -567,8 +582,9 @@ def init_state(
         disc_opt_state=(disc_opt or gan.disc_opt).make().init(dp),
         key=krun,
         step=torch.zeros((), dtype=torch.int64, device=device),
-        extra=gan.loop.init_extra(torch.device(device)),
+        extra=gan.loop.init_extra(torch.device(device), gp, dp),
         hparams={k: torch.tensor(float(v), dtype=torch.float64, device=device) for k, v in hp.items()},
+        gen_ema={k: v.clone() for k, v in gp.items()} if gan.ema_decay is not None else {},
     )
 
 
@@ -592,13 +608,25 @@ def make_train_step(gan: GAN) -> Callable[[TrainState, Data], tuple[TrainState, 
         dtype = next(iter(state.gen_params.values())).dtype
         inputs = gan.loop.draw(gan, step_key(state), data, dtype)
         new, metrics = gan.loop.update(gan, state, inputs)
+        if gan.ema_decay is not None:
+            new = new._replace(gen_ema=update_ema(state.gen_ema, new.gen_params, state.step, gan.ema_decay,
+                                                  gan.ema_start))
         return new._replace(step=state.step + 1), metrics
 
     return step
 
 
-def generate(gan: GAN, state: TrainState, key: torch.Tensor, n: int, condition: torch.Tensor | None = None) -> torch.Tensor:
-    """``n`` samples from G (from noise drawn with ``key``, or from ``condition``)."""
+def update_ema(ema: nets.Params, params: nets.Params, step: torch.Tensor, decay: float, start: int) -> nets.Params:
+    r"""Polyak averaging: :math:`\bar\theta \leftarrow \beta\bar\theta + (1-\beta)\theta` from step ``start``
+    on; before it the average tracks the parameters."""
+    on = step >= start
+    return {k: torch.where(on, torch.lerp(params[k], ema[k], decay), params[k]) for k in params}
+
+
+def generate(gan: GAN, state: TrainState, key: torch.Tensor, n: int, condition: torch.Tensor | None = None,
+             use_ema: bool = False) -> torch.Tensor:
+    """``n`` samples from G (from noise drawn with ``key``, or from ``condition``);
+    ``use_ema`` samples from the averaged parameters ``state.gen_ema``."""
     if gan.conditional:
         if condition is None:
             raise ValueError("generate: a conditional GAN needs a condition batch")
@@ -606,5 +634,7 @@ def generate(gan: GAN, state: TrainState, key: torch.Tensor, n: int, condition: 
     else:
         dtype = next(iter(state.gen_params.values())).dtype
         inp = fr.normal(key, (n, gan.latent_dim), dtype)
-    out, _ = gan.G(state.gen_params, state.gen_buffers, inp)
+    if use_ema and not state.gen_ema:
+        raise ValueError("generate: use_ema needs a GAN with ema_decay set")
+    out, _ = gan.G(state.gen_ema if use_ema else state.gen_params, state.gen_buffers, inp)
     return out

@@ -47,6 +47,17 @@ def _f64(x: Scalar, device: torch.device) -> torch.Tensor:
     return x.to(torch.float64) if isinstance(x, torch.Tensor) else torch.tensor(x, dtype=torch.float64, device=device)
 
 
+def _safe_sqrt(v: torch.Tensor) -> torch.Tensor:
+    """``sqrt(v + tiny)``, tiny the dtype's smallest normal number.
+
+    Keeps the update differentiable at ``v = 0`` (unrolled optimization
+    differentiates through it; plain ``sqrt`` has an infinite derivative there, and
+    a zero gradient times it is NaN). Every ``v`` above about 1e-31 (float32) or
+    1e-292 (float64) is left bit-for-bit unchanged, so ``torch.optim`` agreement holds.
+    """
+    return torch.sqrt(v + torch.finfo(v.dtype).tiny)
+
+
 def _zeros_like(params: PyTree) -> PyTree:
     # A fresh allocation per slot: aliased slots make torch.compile recompile.
     return tree_map(lambda p: torch.zeros_like(p), params)
@@ -143,7 +154,7 @@ def scale_by_adam(
             denom_src = nu
 
         def direction(m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            denom = torch.sqrt(v) / bc2_sqrt.to(v.dtype) + _cast(eps, v)
+            denom = _safe_sqrt(v) / bc2_sqrt.to(v.dtype) + _cast(eps, v)
             return ((-step_size).to(m.dtype) * m) / denom
 
         updates = tree_map(direction, mu, denom_src)
@@ -223,10 +234,10 @@ def scale_by_rms(alpha: Scalar = 0.99, eps: Scalar = 1e-8, centered: bool = Fals
         sq = tree_map(lambda s, g: s * _cast(alpha, g) + (_cast(1.0 - alpha, g) * g) * g, state.square_avg, grads)
         if centered:
             ga = tree_map(lambda a, g: torch.lerp(a, g, _cast(1.0 - alpha, g)), state.grad_avg, grads)
-            avg = tree_map(lambda s, a: torch.sqrt(s + (-1.0 * a) * a) + _cast(eps, s), sq, ga)
+            avg = tree_map(lambda s, a: _safe_sqrt(s + (-1.0 * a) * a) + _cast(eps, s), sq, ga)
         else:
             ga = state.grad_avg
-            avg = tree_map(lambda s: torch.sqrt(s) + _cast(eps, s), sq)
+            avg = tree_map(lambda s: _safe_sqrt(s) + _cast(eps, s), sq)
         out = tree_map(lambda g, a: g / a, grads, avg)
         return out, ScaleByRmsState(sq, ga)
 
