@@ -4,6 +4,7 @@
     funcgan train --problem mnist --data-dir ~/mnist --steps 3000 --out runs/mnist
     funcgan verify                     # functional == imperative, every seed system
     funcgan sweep --seeds 0:256        # 256 seeds of the 1-D GAN in one compiled program
+    funcgan report                     # update schemes x seeds on ring8/grid25, Dirac-GAN outcomes
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from funcgan import systems
 __all__ = ["main", "build_parser"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: options of the game problems (dirac, ring8, grid25), see funcgan.dynamics
+GAME_OPTIONS = ("scheme", "loss", "r1", "r2", "gp", "penalty_every", "unroll", "unroll_stop_opt_grad", "consensus",
+                "ema")
 
 
 def _device(name: str) -> str:
@@ -36,7 +40,8 @@ def _system_kwargs(problem: str, args: argparse.Namespace) -> dict[str, Any]:
     """The overrides the user gave that this problem's builder accepts."""
     accepted = inspect.signature(systems.PROBLEMS[problem]).parameters
     kwargs: dict[str, Any] = {}
-    for name in ("batch_size", "lr", "gen_lr", "disc_lr", "n_disc", "data_dir", "max_gen_steps", "l1_weight"):
+    for name in ("batch_size", "lr", "gen_lr", "disc_lr", "n_disc", "data_dir", "max_gen_steps", "l1_weight",
+                 *GAME_OPTIONS):
         value = getattr(args, name, None)
         if value is None:
             continue
@@ -55,6 +60,23 @@ def _make_system(problem: str, args: argparse.Namespace) -> systems.System:
         raise SystemExit(f"funcgan: {e}")
 
 
+def add_game_options(p: argparse.ArgumentParser) -> None:
+    """Objective, penalties and update scheme (problems dirac, ring8, grid25)."""
+    g = p.add_argument_group("game dynamics (dirac, ring8, grid25)")
+    g.add_argument("--scheme", default=None,
+                   help="alternating, simultaneous, extragradient, optimistic, consensus or unrolled")
+    g.add_argument("--loss", default=None, help="minimax, nonsaturating, lsgan, hinge or wasserstein")
+    g.add_argument("--r1", type=float, default=None, help="R1 penalty gamma (real data)")
+    g.add_argument("--r2", type=float, default=None, help="R2 penalty gamma (generated data)")
+    g.add_argument("--gp", type=float, default=None, help="WGAN-GP penalty weight")
+    g.add_argument("--penalty-every", type=int, default=None, help="apply penalties every n steps")
+    g.add_argument("--unroll", type=int, default=None, help="D steps G looks through (scheme unrolled)")
+    g.add_argument("--unroll-stop-opt-grad", action="store_const", const=True, default=None,
+                   help="stop gradients through D's optimizer state while unrolling")
+    g.add_argument("--consensus", type=float, default=None, help="gamma of consensus optimization")
+    g.add_argument("--ema", type=float, default=None, help="generator EMA decay (e.g. 0.999)")
+
+
 def _add_problem_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--problem", default="gaussian1d", help=f"seed system: {', '.join(systems.PROBLEMS)} (default gaussian1d)")
     p.add_argument("--data-dir", default=None, help="directory with MNIST IDX files (problem mnist)")
@@ -65,6 +87,7 @@ def _add_problem_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-disc", type=int, default=None, help="D steps per G step (gaussian1d)")
     p.add_argument("--max-gen-steps", type=int, default=None, help="bound on seed 003's inner G loop (mnist)")
     p.add_argument("--l1-weight", type=float, default=None, help="L1 weight (pix2pix)")
+    add_game_options(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,9 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--dtypes", default="float64,float32")
 
-    from funcgan import sweep_cli
+    from funcgan import report, sweep_cli
 
     sweep_cli.add_parser(sub)
+    report.add_parser(sub)
     return parser
 
 
@@ -108,11 +132,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"done in {seconds:.2f} s ({steps / seconds:.0f} steps/s)")
     print(f"final D loss {summary['disc/loss']:.4f} (mean of last 10%: {summary['disc/loss_tail_mean']:.4f})")
     print(f"final G loss {summary['gen/loss']:.4f} (mean of last 10%: {summary['gen/loss_tail_mean']:.4f})")
-    if system.kind == "1d":
+    if system.kind == "1d" and "generated_mean" in summary:
         print(f"generated: mean {summary['generated_mean']:+.4f}  std {summary['generated_std']:.4f}")
         print(f"data:      mean {summary['real_mean']:+.4f}  std {summary['real_std']:.4f}")
     elif "l1_to_target" in summary:
         print(f"mean |G(a) - b| on training pairs: {summary['l1_to_target']:.4f}")
+    elif system.kind == "mixture":
+        print(f"modes covered {summary['modes']} of {len(system.mixture[0])}, high-quality fraction "
+              f"{summary['hq_fraction']:.3f}, reverse KL {summary['reverse_kl']:.3f}")
+    elif system.kind == "dirac":
+        print(f"theta {summary['theta']:+.4g}  psi {summary['psi']:+.4g}  distance to equilibrium {summary['radius']:.4g}")
     else:
         print(f"mean pixel: generated {summary['generated_pixel_mean']:.4f}, data {summary['real_pixel_mean']:.4f}")
     if not summary["finite"]:
@@ -157,6 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_train(args)
     if args.command == "verify":
         return cmd_verify(args)
+    if args.command == "report":
+        from funcgan import report
+
+        return report.run(args)
     from funcgan import sweep_cli
 
     return sweep_cli.run(args)

@@ -112,7 +112,16 @@ def summarize(system: System, state: TrainState, history: History, n_samples: in
         else:
             fake = generate(gan, state, fr.fold_in(fr.key(seed), 1), n_samples)
         fake = fake.detach().float().cpu()
-    if system.kind == "1d":
+    if system.kind == "mixture":
+        from funcgan.metrics import mixture_metrics
+
+        means, std = system.mixture
+        m = mixture_metrics(fake[:2500], means, std)
+        out.update(modes=int(m["modes"]), hq_fraction=float(m["hq_fraction"]), reverse_kl=float(m["reverse_kl"]))
+    elif system.kind == "dirac":
+        theta, psi = float(state.gen_params["theta"]), float(state.disc_params["psi"])
+        out.update(theta=theta, psi=psi, radius=math.hypot(theta, psi))
+    elif system.kind == "1d":
         out["generated_mean"] = float(fake.mean())
         out["generated_std"] = float(fake.std())
         out["real_mean"] = system.real_stats.get("mean", float("nan"))
@@ -158,7 +167,19 @@ def write_outputs(out_dir: str | os.PathLike, system: System, history: History, 
     plt.close(fig)
     written.append(str(d / "losses.png"))
     samples = summary["_samples"]
-    if system.kind == "1d":
+    if system.kind == "mixture":
+        means, _ = system.mixture
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ax.scatter(samples[:2500, 0].numpy(), samples[:2500, 1].numpy(), s=2, alpha=0.4, label="generated")
+        ax.scatter(means[:, 0].numpy(), means[:, 1].numpy(), color="red", marker="x", label="modes")
+        ax.set_title(f"{system.name}: {summary.get('modes')} modes, hq {summary.get('hq_fraction', 0):.2f}")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(d / "samples.png", dpi=110)
+        plt.close(fig)
+    elif system.kind == "dirac":
+        return written
+    elif system.kind == "1d":
         real = fr.normal(fr.key(seed + 12345), (len(samples),)) * summary["real_std"] + summary["real_mean"]
         fig, ax = plt.subplots(figsize=(7, 4))
         ax.hist(real.numpy(), bins=80, alpha=0.5, density=True, label="real")

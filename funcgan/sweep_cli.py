@@ -96,6 +96,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--samples", type=int, default=10_000, help="samples per seed for the problem metrics")
     p.add_argument("--out", default=None, help="write per-seed CSV/JSON, summary and plots here")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None, help="base learning rate of both players")
+    p.add_argument("--n-disc", type=int, default=None, help="D steps per G step")
+    from funcgan.cli import add_game_options
+
+    add_game_options(p)
 
 
 def build_points(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -111,6 +117,23 @@ def build_points(args: argparse.Namespace) -> list[dict[str, Any]]:
 def _problem_metric_fn(system: systems.System, n_samples: int):
     """A per-run metric function ``(state, key) -> dict`` for vmapping over runs."""
     gan = system.gan
+    if system.kind == "mixture":
+        from funcgan.metrics import mixture_metrics
+
+        means, std = system.mixture
+
+        def metric(state, key):
+            x = generate(gan, state, key, min(n_samples, 2500), use_ema=bool(state.gen_ema))
+            return mixture_metrics(x, means.to(x), std)
+
+        return metric
+    if system.kind == "dirac":
+        def metric(state, key):
+            del key
+            theta, psi = state.gen_params["theta"][0], state.disc_params["psi"][0]
+            return {"theta": theta, "psi": psi, "radius": torch.sqrt(theta**2 + psi**2)}
+
+        return metric
     if gan.conditional:
         cond, target = system.data[0][:512], system.data[1][:512]
 
@@ -275,7 +298,10 @@ def run(args: argparse.Namespace) -> int:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
             torch.cuda.set_device(device)
     device = _device(device)
-    ns = argparse.Namespace(data_dir=args.data_dir)
+    from funcgan.cli import GAME_OPTIONS
+
+    ns = argparse.Namespace(data_dir=args.data_dir, batch_size=args.batch_size, lr=args.lr, n_disc=args.n_disc,
+                            **{k: getattr(args, k) for k in GAME_OPTIONS})
     system = _make_system(args.problem, ns)
     try:
         points = build_points(args)
