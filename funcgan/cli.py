@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="cpu")
     t.add_argument("--dtype", choices=list(_DTYPES), default="float32")
     t.add_argument("--compile", action="store_true", help="torch.compile the step")
-    t.add_argument("--out", default=None, help="write metrics.json and PNG plots here")
+    t.add_argument("--out", default=None, help="write metrics.json, PNG plots and state.safetensors here")
+    t.add_argument("--resume", default=None, help="continue from a state.safetensors written by --out")
     t.add_argument("--no-progress", action="store_true")
 
     v = sub.add_parser("verify", help="check functional == imperative for every seed system")
@@ -126,8 +127,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     if steps < 1:
         raise SystemExit(f"funcgan: --steps must be >= 1, got {steps}")
     print(f"funcgan train: {system.description}; data: {system.data_source}; {steps} steps on {device}")
+    start = None
+    if args.resume:
+        from funcgan import checkpoint
+        from funcgan import random as fr
+        from funcgan.train import init_state
+
+        template = init_state(system.gan, fr.key(args.seed), dtype=_DTYPES[args.dtype], device=device)
+        try:
+            start = checkpoint.load(args.resume, template, device)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"funcgan: cannot resume from {args.resume}: {e}")
+        print(f"resumed from {args.resume} at step {int(start.step)}")
     state, history, seconds = runner.train(system, steps, args.seed, device, _DTYPES[args.dtype],
-                                           compile=args.compile, show_progress=not args.no_progress)
+                                           compile=args.compile, show_progress=not args.no_progress, state=start)
     summary = runner.summarize(system, state, history, seed=args.seed)
     print(f"done in {seconds:.2f} s ({steps / seconds:.0f} steps/s)")
     print(f"final D loss {summary['disc/loss']:.4f} (mean of last 10%: {summary['disc/loss_tail_mean']:.4f})")
@@ -149,6 +162,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.out:
         for path in runner.write_outputs(args.out, system, history, summary, args.seed):
             print(f"wrote {path}")
+        try:
+            from funcgan import checkpoint
+
+            path = f"{args.out}/state.safetensors"
+            checkpoint.save(state, path, {"problem": args.problem, "seed": args.seed, "step": int(state.step)})
+            print(f"wrote {path}")
+        except ImportError:
+            print("(state not saved: install funcgan[checkpoint] for safetensors checkpoints)")
     return 0 if summary["finite"] else 2
 
 

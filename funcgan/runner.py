@@ -57,8 +57,10 @@ def train(
     compile: bool = False,
     show_progress: bool = True,
     log_every: int = 50,
+    state: TrainState | None = None,
 ) -> tuple[TrainState, History, float]:
-    """Train one run of ``system`` for ``steps`` steps.
+    """Train one run of ``system`` for ``steps`` steps (from ``state``, e.g. a loaded
+    checkpoint, or a fresh state from ``seed``).
 
     Returns:
         ``(final_state, history, seconds)`` where ``history`` maps each metric name
@@ -68,7 +70,8 @@ def train(
         raise ValueError(f"train: steps must be an int >= 1, got {steps!r}")
     gan = system.gan
     data = tuple(x.to(device=device, dtype=dtype) for x in system.data)
-    state = init_state(gan, fr.key(seed), dtype=dtype, device=device)
+    if state is None:
+        state = init_state(gan, fr.key(seed), dtype=dtype, device=device)
     step = make_train_step(gan)
     if compile:
         step = torch.compile(step, fullgraph=True)

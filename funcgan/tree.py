@@ -25,10 +25,30 @@ __all__ = [
     "tree_index",
     "tree_where",
     "tree_all_finite",
+    "tree_flatten_with_keys",
 ]
 
 tree_flatten = _pytree.tree_flatten
 tree_unflatten = _pytree.tree_unflatten
+
+
+def tree_flatten_with_keys(tree: PyTree) -> tuple[list[tuple[str, Any]], Any]:
+    """Leaves with '/'-joined path strings (``gen_params/model.0.weight``), and the spec."""
+    flat, spec = _pytree.tree_flatten_with_path(tree)
+    out = []
+    for path, leaf in flat:
+        parts = []
+        for k in path:
+            if isinstance(k, _pytree.MappingKey):
+                parts.append(str(k.key))
+            elif isinstance(k, _pytree.SequenceKey):
+                parts.append(str(k.idx))
+            elif isinstance(k, _pytree.GetAttrKey):
+                parts.append(k.name)
+            else:
+                parts.append(str(k))
+        out.append(("/".join(parts), leaf))
+    return out, spec
 
 
 def tree_map(fn: Callable[..., Any], tree: PyTree, *rest: PyTree) -> PyTree:
