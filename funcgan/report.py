@@ -99,12 +99,11 @@ def mixture_table(problem: str, scheme: str, seeds: int, steps: int, hidden: int
 
 
 def _write_figure(path: Path, samples: dict, problems: list[str], schemes: list[str]) -> bool:
-    try:
-        import matplotlib
+    from funcgan._plot import pyplot
+    from funcgan._plot import save as save_figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     from funcgan.metrics import grid_means, ring_means
 
@@ -126,9 +125,7 @@ def _write_figure(path: Path, samples: dict, problems: list[str], schemes: list[
                 ax.set_title(s, fontsize=9)
             if j == 0:
                 ax.set_ylabel(p)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, 100)
     return True
 
 

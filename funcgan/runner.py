@@ -151,12 +151,11 @@ def write_outputs(out_dir: str | os.PathLike, system: System, history: History, 
                "history": {k: v.tolist() for k, v in history.items()}}
     (d / "metrics.json").write_text(json.dumps(payload, indent=1))
     written.append(str(d / "metrics.json"))
-    try:
-        import matplotlib
+    from funcgan._plot import pyplot
+    from funcgan._plot import save as save_figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return written
     fig, ax = plt.subplots(figsize=(7, 4))
     for k in ("disc/loss", "gen/loss"):
@@ -165,10 +164,7 @@ def write_outputs(out_dir: str | os.PathLike, system: System, history: History, 
     ax.set_ylabel("loss")
     ax.set_title(f"{system.name}: losses")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(d / "losses.png", dpi=110)
-    plt.close(fig)
-    written.append(str(d / "losses.png"))
+    written.append(save_figure(fig, d / "losses.png", 110))
     samples = summary["_samples"]
     if system.kind == "mixture":
         means, _ = system.mixture
@@ -177,9 +173,7 @@ def write_outputs(out_dir: str | os.PathLike, system: System, history: History, 
         ax.scatter(means[:, 0].numpy(), means[:, 1].numpy(), color="red", marker="x", label="modes")
         ax.set_title(f"{system.name}: {summary.get('modes')} modes, hq {summary.get('hq_fraction', 0):.2f}")
         ax.legend()
-        fig.tight_layout()
-        fig.savefig(d / "samples.png", dpi=110)
-        plt.close(fig)
+        save_figure(fig, d / "samples.png", 110)
     elif system.kind == "dirac":
         return written
     elif system.kind == "1d":
@@ -189,9 +183,7 @@ def write_outputs(out_dir: str | os.PathLike, system: System, history: History, 
         ax.hist(samples.flatten().numpy(), bins=80, alpha=0.5, density=True, label="generated")
         ax.set_title(f"{system.name}: generated vs real")
         ax.legend()
-        fig.tight_layout()
-        fig.savefig(d / "samples.png", dpi=110)
-        plt.close(fig)
+        save_figure(fig, d / "samples.png", 110)
     else:
         h, w = system.image_shape
         n = min(64, len(samples))
@@ -203,7 +195,6 @@ def write_outputs(out_dir: str | os.PathLike, system: System, history: History, 
             if i < n:
                 ax.imshow(samples[i].reshape(h, w).clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
         fig.suptitle(f"{system.name}: generated samples")
-        fig.savefig(d / "samples.png", dpi=110)
-        plt.close(fig)
+        save_figure(fig, d / "samples.png", 110, tight=False)
     written.append(str(d / "samples.png"))
     return written

@@ -227,12 +227,11 @@ def plot_sweep(out_dir: str | os.PathLike, system: systems.System, result: SW.Sw
                rows: list[dict[str, Any]]) -> list[str]:
     """Loss curves (all runs, median and 10-90% band); for 1-D problems the generated
     (mean, std) of every run against the data's. Needs matplotlib."""
-    try:
-        import matplotlib
+    from funcgan._plot import pyplot
+    from funcgan._plot import save as save_figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return []
     d = Path(out_dir)
     written = []
@@ -249,10 +248,7 @@ def plot_sweep(out_dir: str | os.PathLike, system: systems.System, result: SW.Sw
         ax.set_title(f"{system.name}: {k} over {h.shape[1]} runs")
         ax.set_xlabel("step")
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(d / "losses.png", dpi=110)
-    plt.close(fig)
-    written.append(str(d / "losses.png"))
+    written.append(save_figure(fig, d / "losses.png", 110))
     if system.kind == "1d" and "gen_mean" in rows[0]:
         fig, ax = plt.subplots(figsize=(6, 5))
         m = [r["gen_mean"] for r in rows]
@@ -263,10 +259,7 @@ def plot_sweep(out_dir: str | os.PathLike, system: systems.System, result: SW.Sw
         ax.set_ylabel("generated std")
         ax.set_title(f"{system.name}: generated distribution per run")
         ax.legend()
-        fig.tight_layout()
-        fig.savefig(d / "distributions.png", dpi=110)
-        plt.close(fig)
-        written.append(str(d / "distributions.png"))
+        written.append(save_figure(fig, d / "distributions.png", 110))
     return written
 
 
