@@ -43,6 +43,7 @@ from funcgan.tree import tree_all_finite, tree_index, tree_map, tree_where
 __all__ = [
     "HYPERPARAMETERS",
     "grid",
+    "check_points",
     "init_sweep",
     "make_sweep_step",
     "run",
@@ -66,9 +67,10 @@ HYPERPARAMETERS = {
 def grid(seeds: Iterable[int], **hyper: Sequence[Any]) -> list[dict[str, Any]]:
     """The cross product of seeds and hyper-parameter values, as a list of points.
 
-    ``grid(range(4), gen_lr=[1e-3, 1e-4])`` gives 8 points
-    ``{"seed": s, "gen_lr": lr}``, hyper-parameters varying fastest... slowest:
-    seeds vary fastest, so the first ``len(seeds)`` points share the first values.
+    ``grid(range(4), gen_lr=[1e-3, 1e-4])`` gives 8 points ``{"seed": s, "gen_lr": lr}``.
+    Seeds vary fastest: the first ``len(seeds)`` points share the first value of
+    every hyper-parameter. Sweepable names: :data:`HYPERPARAMETERS` and the GAN's
+    ``hparams`` (e.g. ``l1_weight``).
     """
     seeds = list(seeds)
     names = list(hyper)
@@ -79,7 +81,9 @@ def grid(seeds: Iterable[int], **hyper: Sequence[Any]) -> list[dict[str, Any]]:
     return points
 
 
-def _check_points(gan: GAN, points: Sequence[dict[str, Any]]) -> None:
+def check_points(gan: GAN, points: Sequence[dict[str, Any]]) -> None:
+    """Raise ``ValueError`` naming the problem for an empty sweep, a duplicate run, a bad
+    seed, an unknown or invalid hyper-parameter, or one the GAN's optimizer cannot sweep."""
     if len(points) == 0:
         raise ValueError("sweep: no seeds given (an empty sweep)")
     seen = set()
@@ -124,7 +128,7 @@ def init_sweep(
     the point's hyper-parameters written into its optimizer states and
     ``hparams``. Every leaf is a fresh contiguous tensor.
     """
-    _check_points(gan, points)
+    check_points(gan, points)
     seeds = torch.tensor([p["seed"] for p in points], dtype=torch.int64, device=device)
     keys = fr.key(seeds)  # (S, 2)
     states = vmap(lambda k: init_state(gan, k, dtype, device), randomness="error")(keys)

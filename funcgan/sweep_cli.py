@@ -298,7 +298,7 @@ def run(args: argparse.Namespace) -> int:
     system = _make_system(args.problem, ns)
     try:
         points = build_points(args)
-        SW._check_points(system.gan, points)
+        SW.check_points(system.gan, points)
     except ValueError as e:
         raise SystemExit(f"funcgan sweep: {e}")
     steps = args.steps if args.steps is not None else system.default_steps
