@@ -245,6 +245,7 @@ def run(
     log_every: int = 10,
     progress: Callable[[int], None] | None = None,
     states: TrainState | None = None,
+    offload: bool | None = None,
 ) -> SweepResult:
     """Train every point of a sweep for ``steps`` steps.
 
@@ -258,6 +259,9 @@ def run(
         log_every: keep metrics every this many steps (no device sync in between).
         progress: called with the number of run-steps done after each call.
         states: start from these stacked states instead of fresh ones.
+        offload: keep finished chunks' states on the CPU (default: when ``device``
+            is not the CPU), so device memory holds one chunk at a time and a sweep
+            larger than device memory still runs, with the same per-run results.
 
     Returns:
         A :class:`SweepResult`.
@@ -272,12 +276,16 @@ def run(
     points = list(points)
     S = len(points)
     if states is None:
-        states = init_sweep(gan, points, dtype, device)
+        check_points(gan, points)
     elif "diverged_at" not in states.extra:
         states = states._replace(extra={**states.extra, "diverged_at": torch.full((S,), -1, dtype=torch.int64, device=device)})
     C = min(S, chunk_size or 1024)
     if C < 1:
         raise ValueError(f"sweep.run: chunk_size must be >= 1, got {chunk_size}")
+    # finished chunks wait on the CPU when training on an accelerator: device memory holds one chunk
+    if offload is None:
+        offload = not str(device).startswith("cpu")
+    keep_on = "cpu" if offload else device
     data = tuple(x.to(device=device, dtype=dtype) for x in system.data)
     vstep = make_sweep_step(gan, compile=compile, backend=backend, mode=mode)
     cudagraphs = compile and mode is not None and "reduce-overhead" in mode
@@ -286,11 +294,14 @@ def run(
     t0 = time.perf_counter()
     compile_seconds = 0.0
     for c0 in range(0, S, C):
-        idx = torch.arange(c0, min(c0 + C, S), device=device)
-        n = len(idx)
-        if n < C:  # pad to the compiled shape with copies of the chunk's first run
-            idx = torch.cat([idx, idx[:1].expand(C - n)])
-        chunk = tree_map(lambda x: x[idx].clone(), states)
+        n = min(C, S - c0)
+        if states is None:  # built lazily, chunk by chunk: all S states never sit on the device at once
+            chunk = init_sweep(gan, points[c0:c0 + n], dtype, device)
+        else:
+            chunk = tree_map(lambda x: x[c0:c0 + n].to(device), states)
+        if n < C:  # pad to the compiled shape with copies of the chunk's first run (dropped below)
+            pad = torch.cat([torch.arange(n, device=device), torch.zeros(C - n, dtype=torch.int64, device=device)])
+            chunk = tree_map(lambda x: x[pad].clone(), chunk)
         rows: list[dict[str, torch.Tensor]] = []
         for t in range(1, steps + 1):
             if c0 == 0 and t == 1:
@@ -301,7 +312,7 @@ def run(
             if cudagraphs:  # replays overwrite their outputs; the state must outlive the next one
                 chunk = tree_map(torch.clone, chunk)
             if c0 == 0 and t == 1:
-                if device.startswith("cuda"):
+                if str(device).startswith("cuda"):
                     torch.cuda.synchronize()
                 compile_seconds = time.perf_counter() - tc
             if t % log_every == 0 or t == steps:
@@ -309,12 +320,13 @@ def run(
                 rows.append({k: v[:n].clone() for k, v in metrics.items()})
             if progress is not None:
                 progress(n)
-        finals.append(tree_map(lambda x: x[:n].clone(), chunk))
-        histories.append({k: torch.stack([r[k] for r in rows]) for k in rows[0]})
-    if device.startswith("cuda"):
+        finals.append(tree_map(lambda x: x[:n].to(keep_on, copy=True), chunk))
+        histories.append({k: torch.stack([r[k] for r in rows]).cpu() for k in rows[0]})
+        del chunk
+    if str(device).startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     final = tree_map(lambda *xs: torch.cat(xs), *finals) if len(finals) > 1 else finals[0]
-    history = {k: torch.cat([h[k] for h in histories], dim=1).cpu() for k in histories[0]}
+    history = {k: torch.cat([h[k] for h in histories], dim=1) for k in histories[0]}
     return SweepResult(points, final, history, logged, final.extra["diverged_at"].cpu(), seconds,
                        compile_seconds, C)
