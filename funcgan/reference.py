@@ -32,6 +32,7 @@ __all__ = [
     "reuse_fake_step",
     "pix2pix_step",
     "adaptive_step",
+    "game_step",
     "reference_step_for",
 ]
 
@@ -60,6 +61,7 @@ class ReferenceRun:
         self.opt_g = gan.gen_opt.make_torch(self.G.parameters())
         self.opt_d = gan.disc_opt.make_torch(self.D.parameters())
         self.rest_k = int(state.extra["rest_k"]) if "rest_k" in state.extra else 0
+        self.step = int(state.step)
         self.hparams = {k: _f(v) for k, v in state.hparams.items()}
 
     def clip_g(self) -> None:
@@ -238,6 +240,67 @@ def adaptive_step(run: ReferenceRun, inputs: dict[str, Any]) -> dict[str, float]
             "gen/loss": _f(l), "gen/steps": _f(n), "disc/rest_k": _f(run.rest_k)}
 
 
+def game_step(run: ReferenceRun, inputs: dict[str, Any]) -> dict[str, float]:
+    """:class:`~funcgan.dynamics.Game` with the alternating or simultaneous scheme, imperatively:
+    penalties by ``torch.autograd.grad(..., create_graph=True)`` (double backward), G's
+    samples ``.detach()``-ed for D, ``zero_grad()`` before every backward."""
+    from funcgan.dynamics import make_objective
+
+    G, D, opt_g, opt_d = run.G, run.D, run.opt_g, run.opt_d
+    game = run.gan.loop
+    if game.scheme not in ("alternating", "simultaneous"):
+        raise ValueError(f"no imperative reference for scheme '{game.scheme}'")
+    d_obj, g_obj = make_objective(game.objective)
+    pen = game.penalties
+    on = run.step % pen.every == 0
+
+    def input_grad_sq(x):
+        x = x.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(D(x).sum(), x, create_graph=True)
+        return g.flatten(1).pow(2).sum(1)
+
+    def disc_loss(real, fake, eps):
+        loss = d_obj(D(real), D(fake))
+        if pen.any and on:
+            if pen.r1 > 0:
+                loss = loss + 0.5 * pen.r1 * input_grad_sq(real).mean()
+            if pen.r2 > 0:
+                loss = loss + 0.5 * pen.r2 * input_grad_sq(fake).mean()
+            if pen.gp > 0:
+                x_hat = eps * real + (1 - eps) * fake
+                loss = loss + pen.gp * ((torch.sqrt(input_grad_sq(x_hat) + 1e-12) - 1) ** 2).mean()
+        return loss
+
+    d_losses = []
+    if game.scheme == "simultaneous":
+        fake = G(inputs["z_disc"][0]).detach()
+        opt_d.zero_grad()
+        d_loss = disc_loss(inputs["real"][0][0], fake, inputs["eps"][0])
+        d_loss.backward()
+        opt_g.zero_grad()
+        g_loss = g_obj(D(G(inputs["z_disc"][0])))  # the same point: D not yet stepped
+        g_grads = torch.autograd.grad(g_loss, list(G.parameters()))
+        opt_d.step()
+        for p, g in zip(G.parameters(), g_grads):
+            p.grad = g
+        opt_g.step()
+        run.step += 1
+        return {"disc/loss": _f(d_loss), "gen/loss": _f(g_loss)}
+    for i in range(game.n_disc):
+        opt_d.zero_grad()
+        fake = G(inputs["z_disc"][i]).detach()
+        d_loss = disc_loss(inputs["real"][0][i], fake, inputs["eps"][i])
+        d_loss.backward()
+        opt_d.step()
+        d_losses.append(d_loss.detach())
+    opt_g.zero_grad()
+    g_loss = g_obj(D(G(inputs["z_gen"])))
+    g_loss.backward()
+    opt_g.step()
+    run.step += 1
+    return {"disc/loss": _f(torch.stack(d_losses).mean()), "gen/loss": _f(g_loss)}
+
+
 _STEPS: dict[type, ImperativeStep] = {
     Alternating: alternating_step,
     ReuseFake: reuse_fake_step,
@@ -248,6 +311,10 @@ _STEPS: dict[type, ImperativeStep] = {
 
 def reference_step_for(gan: GAN) -> ImperativeStep:
     """The imperative step that matches ``gan.loop``."""
+    from funcgan.dynamics import Game
+
+    if isinstance(gan.loop, Game):
+        return game_step
     for cls, fn in _STEPS.items():
         if isinstance(gan.loop, cls):
             return fn

@@ -287,3 +287,18 @@ def test_optimal_discriminator_approaches_goodfellow_optimum():
 def test_bad_game_options_are_rejected(kw, match):
     with pytest.raises(ValueError, match=match):
         systems.make_system("ring8", **kw)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{}, {"r1": 1.0}, {"r2": 0.5, "penalty_every": 2}, {"gp": 1.0, "loss": "wasserstein"}, {"loss": "hinge", "n_disc": 2},
+     {"loss": "lsgan"}, {"loss": "minimax", "scheme": "simultaneous", "r1": 1.0}],
+)
+def test_game_equals_imperative_double_backward_reference(kw):
+    """Alternating/simultaneous Game with penalties vs funcgan.reference.game_step, whose penalties
+    use torch.autograd.grad(create_graph=True). float64 tolerance 1e-10 as for the seed loops."""
+    from funcgan import testing
+
+    system = systems.make_system("ring8", batch_size=16, hidden=8, **kw)
+    testing.assert_equivalent(system, seed=3, steps=6, dtype=torch.float64)
+    testing.assert_equivalent(system, seed=3, steps=6, dtype=torch.float32)
