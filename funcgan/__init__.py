@@ -16,9 +16,12 @@ Modules:
     reference  the imperative loops
     testing    functional-vs-imperative equivalence checks
     sweep      multi-seed sweeps (vmap + compile + chunking)
+    dynamics   objectives, gradient penalties and update schemes (Game)
+    metrics    mixture metrics
+    checkpoint safetensors checkpoints
 """
 
-from funcgan import losses, nets, optim, random, reference, sweep, systems, testing, train, tree
+from funcgan import checkpoint, dynamics, losses, metrics, nets, optim, random, reference, sweep, systems, testing, train, tree
 from funcgan.nets import init_params, make_apply
 from funcgan.systems import make_system
 from funcgan.train import (
@@ -36,7 +39,8 @@ from funcgan.train import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "random", "optim", "nets", "losses", "train", "systems", "reference", "testing", "sweep", "tree",
+    "random", "optim", "nets", "losses", "train", "systems", "reference", "testing", "sweep", "tree", "dynamics",
+    "metrics", "checkpoint",
     "GAN", "TrainState", "OptimizerSpec", "Alternating", "ReuseFake", "Pix2Pix", "Adaptive",
     "init_state", "make_train_step", "init_params", "make_apply", "make_system", "__version__",
 ]

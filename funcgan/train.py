@@ -72,6 +72,8 @@ __all__ = [
     "make_train_step",
     "update_player",
     "generate",
+    "update_ema",
+    "step_key",
     "Metrics",
 ]
 
