@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from funcgan import random as fr  # noqa: E402
 from funcgan import reference, sweep, systems, testing  # noqa: E402
-from funcgan.train import init_state, make_train_step, step_key  # noqa: E402
+from funcgan.train import init_state, step_key  # noqa: E402
 from funcgan.tree import tree_leaves, tree_map  # noqa: E402
 
 

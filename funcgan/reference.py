@@ -22,7 +22,6 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from funcgan import losses as L
 from funcgan import nets
 from funcgan.train import GAN, Adaptive, Alternating, Pix2Pix, ReuseFake, TrainState
 
@@ -79,9 +78,6 @@ class ReferenceRun:
 
     def disc_params(self) -> nets.Params:
         return {n: p.detach().clone() for n, p in self.D.named_parameters()}
-
-    def D_(self, *args: torch.Tensor) -> torch.Tensor:
-        return self.D(*args)
 
 
 def _f(x) -> float:

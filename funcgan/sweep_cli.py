@@ -17,7 +17,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch.func import vmap
@@ -26,7 +26,7 @@ from funcgan import random as fr
 from funcgan import sweep as SW
 from funcgan import systems
 from funcgan.train import generate
-from funcgan.tree import tree_index, tree_map
+from funcgan.tree import tree_index
 
 __all__ = ["add_parser", "run", "parse_seeds", "per_seed_rows", "summarize_rows", "write_table", "plot_sweep"]
 

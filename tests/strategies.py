@@ -1,4 +1,7 @@
-"""Shared hypothesis strategies (noun-named, as in array-api-tests)."""
+"""Shared hypothesis strategies for optimizer and key tests (noun-named, as in array-api-tests).
+
+Strategies for random GAN systems live in :mod:`funcgan._strategies` (public as
+``funcgan.testing.strategies``)."""
 
 from __future__ import annotations
 
@@ -15,11 +18,6 @@ weight_decays = st.sampled_from([0.0, 1e-3, 0.1])
 momenta = st.sampled_from([0.0, 0.5, 0.9])
 step_counts = st.integers(1, 50)
 seeds = st.integers(0, 2**31 - 1)
-widths = st.integers(1, 12)
-depths = st.integers(1, 3)
-activations = st.sampled_from(["relu", "leaky_relu", "tanh"])
-batch_sizes = st.integers(1, 8)
-latent_sizes = st.integers(1, 6)
 
 
 def make_params(shape_list, dtype, seed):

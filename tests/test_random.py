@@ -37,11 +37,17 @@ def test_key_numbers_do_not_depend_on_other_keys_in_batch(seed, n, pos, width):
 
 
 def test_vmap_is_vectorized_not_a_loop():
-    # randomness="error" proves no global RNG is touched; the vmapped graph must
-    # not fall back to a per-key loop (that raises a warning, an error in this suite).
+    # randomness="error" proves no global RNG is touched; with vmap's per-example
+    # fallback switched off, any op lacking a batching rule (a hidden loop over keys) raises.
     keys = fr.split(fr.key(3), 16)
-    torch.func.vmap(lambda k: (fr.normal(k, (7,)), fr.uniform(k, (3,)), fr.split(k, 3), fr.fold_in(k, 5)),
-                    randomness="error")(keys)
+    f = torch._C._functorch
+    f._set_vmap_fallback_enabled(False)
+    try:
+        out = torch.func.vmap(lambda k: (fr.normal(k, (7,)), fr.uniform(k, (3,)), fr.split(k, 3), fr.fold_in(k, 5)),
+                              randomness="error")(keys)
+    finally:
+        f._set_vmap_fallback_enabled(True)
+    assert torch.equal(out[0], fr.normal(keys, (7,))) and out[2].shape == (16, 3, 2)
 
 
 def test_compiled_equals_eager():
