@@ -5,8 +5,10 @@
     torchrun --nproc-per-node 2 -m funcgan sweep --seeds 0:4096 --out runs/big
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) each rank trains a contiguous slice of
-the runs and rank 0 gathers the per-seed rows and writes the table and summary,
-identical to what one process writes.
+the runs on its own device (``cuda:LOCAL_RANK`` with ``--device cuda``); rank 0
+gathers the per-seed rows through torch.distributed's rendezvous store (seeds
+are independent: no process group, no collective) and writes the table and
+summary, identical to what one process writes.
 """
 
 from __future__ import annotations
@@ -269,6 +271,35 @@ def _dist_info() -> tuple[int, int]:
     return rank, world
 
 
+def _rendezvous():
+    """The job's key-value store (``torch.distributed`` env:// rendezvous, torchrun's own store).
+
+    Seeds are independent, so the ranks never exchange tensors: no process
+    group, no collective; each rank trains its slice on its own device and puts
+    its per-seed rows in the store, where rank 0 collects them.
+    """
+    import torch.distributed as dist
+
+    store, _, _ = next(dist.rendezvous("env://"))
+    prefix = f"funcgan-sweep/{os.environ.get('TORCHELASTIC_RUN_ID', '')}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    return dist.PrefixStore(prefix, store)
+
+
+def _gather_rows(store, rows: list[dict[str, Any]], rank: int, world: int) -> list[dict[str, Any]]:
+    """Rank 0 gets every rank's rows in rank order (the order one process writes); others get ``[]``.
+
+    Rank 0 waits as long as the slowest rank trains (a sweep's ranks can finish
+    hours apart); if a rank dies, torchrun stops the job.
+    """
+    from datetime import timedelta
+
+    store.set(f"rows/{rank}", json.dumps(rows))
+    if rank != 0:
+        return []
+    store.set_timeout(timedelta(days=365))
+    return [r for i in range(world) for r in json.loads(store.get(f"rows/{i}"))]
+
+
 def shard(points: list[dict[str, Any]], rank: int, world: int) -> tuple[int, int]:
     """The contiguous slice ``[lo, hi)`` of runs that ``rank`` of ``world`` trains."""
     n = len(points)
@@ -282,11 +313,9 @@ def run(args: argparse.Namespace) -> int:
 
     rank, world = _dist_info()
     device = args.device
+    store = None
     if world > 1:
-        import torch.distributed as dist
-
-        backend = "nccl" if device.startswith("cuda") else "gloo"
-        dist.init_process_group(backend)
+        store = _rendezvous()
         if device.startswith("cuda"):
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
             torch.cuda.set_device(device)
@@ -319,14 +348,7 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
         rows = per_seed_rows(system, result, args.samples)
     if world > 1:
-        import torch.distributed as dist
-
-        gathered: list[Any] = [None] * world if rank == 0 else None
-        dist.gather_object(rows, gathered, dst=0)
-        if rank == 0:
-            rows = [r for part in gathered for r in part]
-        dist.barrier()
-        dist.destroy_process_group()
+        rows = _gather_rows(store, rows, rank, world)
         if rank != 0:
             return 0
     summary = summarize_rows(rows)

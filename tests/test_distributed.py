@@ -1,36 +1,71 @@
-"""torchrun sharding: 2 gloo processes write the same per-seed table as one process."""
+"""Sharding over processes: 2 ranks write the same per-seed table as one process.
+
+Launched by torchrun (workers use torchrun's store) and by hand with the
+env:// variables a cluster launcher sets (rank 0 hosts the store).
+"""
 
 from __future__ import annotations
 
 import csv
 import os
+import socket
 import subprocess
 import sys
 
 import pytest
 
+ARGS = ["--seeds", "0:7", "--steps", "6", "--no-compile", "--no-progress", "--samples", "500"]
 
-def _sweep(tmp, nproc):
-    out = tmp / f"out{nproc}"
-    cmd = ["--seeds", "0:7", "--steps", "6", "--no-compile", "--no-progress", "--samples", "500", "--out", str(out)]
-    if nproc == 1:
-        args = [sys.executable, "-m", "funcgan", "sweep", *cmd]
-    else:
-        args = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-                "--master-addr", "127.0.0.1", "--master-port", str(29500 + os.getpid() % 1000),
-                "-m", "funcgan", "sweep", *cmd]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _table(out):
     with open(out / "per_seed.csv") as f:
-        return list(csv.DictReader(f)), proc.stdout
+        return list(csv.DictReader(f))
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="gloo via torchrun")
-def test_two_process_sweep_equals_one_process(tmp_path):
-    one, _ = _sweep(tmp_path, 1)
-    two, stdout = _sweep(tmp_path, 2)
-    assert "(2 processes)" in stdout
+def _one_process(tmp):
+    out = tmp / "one"
+    proc = subprocess.run([sys.executable, "-m", "funcgan", "sweep", *ARGS, "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return _table(out)
+
+
+def _torchrun(tmp):
+    out = tmp / "torchrun"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+                           "-m", "funcgan", "sweep", *ARGS, "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, env={**_env(), "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return _table(out), proc.stdout
+
+
+def _by_hand(tmp):
+    out = tmp / "by_hand"
+    port = str(_free_port())
+    procs = [subprocess.Popen([sys.executable, "-m", "funcgan", "sweep", *ARGS, "--out", str(out)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**_env(), "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
+                                   "MASTER_PORT": port, "RANK": str(r), "LOCAL_RANK": str(r),
+                                   "WORLD_SIZE": "2"})
+             for r in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert "wrote" not in outs[1]  # only rank 0 writes
+    return _table(out), outs[0]
+
+
+def _env():
+    return {k: v for k, v in os.environ.items() if not k.startswith("TORCHELASTIC")}
+
+
+def _assert_same(one, two):
     assert [r["seed"] for r in two] == [r["seed"] for r in one] == [str(i) for i in range(7)]
     for a, b in zip(one, two):
         assert a.keys() == b.keys()
@@ -39,3 +74,14 @@ def test_two_process_sweep_equals_one_process(tmp_path):
                 assert a[k] == b[k]
             else:  # same runs, different batch widths: equal up to float32 round-off
                 assert abs(float(a[k]) - float(b[k])) <= 1e-4 * max(1.0, abs(float(a[k]))), (k, a[k], b[k])
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="torchrun on POSIX")
+def test_two_process_sweep_equals_one_process(tmp_path):
+    one = _one_process(tmp_path)
+    two, stdout = _torchrun(tmp_path)
+    assert "(2 processes)" in stdout
+    _assert_same(one, two)
+    two, stdout = _by_hand(tmp_path)
+    assert "(2 processes)" in stdout
+    _assert_same(one, two)
