@@ -41,6 +41,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from funcgan import random as fr  # noqa: E402
 from funcgan import reference, sweep, systems, testing  # noqa: E402
+from funcgan.compile import ChainCaller  # noqa: E402
 from funcgan.train import init_state, step_key  # noqa: E402
 from funcgan.tree import tree_leaves, tree_map  # noqa: E402
 
@@ -127,7 +128,11 @@ def funcgan_rate(system, S: int, device: str, compile: bool, chunk: int, min_sec
     chunks = [tree_map(lambda x: x[i * C:(i + 1) * C].clone(), all_states) for i in range(n_chunks)]
     del all_states
     data = tuple(x.to(device) for x in system.data)
-    vstep = sweep.make_sweep_step(gan, compile=compile, mode=mode)
+    # as sweep.run drives it: one-thread kernels for a single run on a CPU, and guard
+    # evaluation skipped once each chunk's chain of states repeats (funcgan.compile.ChainCaller)
+    kernel_threads = 1 if C == 1 and device == "cpu" and compile else None
+    step = sweep.make_sweep_step(gan, compile=compile, mode=mode, kernel_threads=kernel_threads)
+    callers = [ChainCaller(step) for _ in range(n_chunks)]
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     cudagraphs = compile and mode is not None and "reduce-overhead" in mode
@@ -135,7 +140,7 @@ def funcgan_rate(system, S: int, device: str, compile: bool, chunk: int, min_sec
     def advance(i):
         if cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()
-        chunks[i], _ = vstep(chunks[i], data)
+        chunks[i], _ = callers[i](chunks[i], data)
         if cudagraphs:  # replays overwrite their outputs
             chunks[i] = tree_map(torch.clone, chunks[i])
 

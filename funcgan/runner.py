@@ -74,7 +74,10 @@ def train(
         state = init_state(gan, fr.key(seed), dtype=dtype, device=device)
     step = make_train_step(gan)
     if compile:
-        step = torch.compile(step, fullgraph=True)
+        from funcgan.compile import ChainCaller, compile as compile_step
+
+        # one run's kernels are too small to share between threads on a CPU
+        step = ChainCaller(compile_step(step, kernel_threads=1 if str(device) == "cpu" else None))
     rows: list[dict[str, torch.Tensor]] = []
     bar = progress(steps, f"{gan.name} seed {seed}", show_progress)
     t0 = time.perf_counter()

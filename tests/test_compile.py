@@ -1,0 +1,114 @@
+"""funcgan.compile: the thin-bmm inductor pass, and guard skipping on a chain of steps."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import torch
+
+from funcgan import random as fr
+from funcgan import sweep, systems
+from funcgan.compile import ChainCaller, TransposeThinBmm, compile as compile_step
+from funcgan.train import init_state, make_train_step
+from funcgan.tree import tree_index, tree_leaves
+
+
+def _linear_chain(x, w1, w2):
+    # (S, B, 10) @ (S, 10, 50): wide output, kept; (S, B, 50) @ (S, 50, 2): thin output, rewritten
+    return torch.bmm(torch.relu(torch.bmm(x, w1)), w2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_thin_bmm_pass_rewrites_only_thin_products_and_keeps_the_result(dtype):
+    g = torch.Generator().manual_seed(0)
+    x, w1, w2 = (torch.randn(*s, generator=g, dtype=dtype) for s in ((6, 30, 10), (6, 10, 50), (6, 50, 2)))
+    shapes = []
+
+    class Recording(TransposeThinBmm):
+        def __call__(self, graph):
+            super().__call__(graph)
+            shapes.extend(tuple(n.meta["val"].shape) for n in graph.nodes if n.target is torch.ops.aten.bmm.default)
+
+        def uuid(self):  # a fresh cache key: the pass must run, not a cached graph be loaded
+            return f"test-{uuid.uuid4()}"
+
+    f = torch.compile(_linear_chain, fullgraph=True, dynamic=False,
+                      options={"post_grad_custom_post_pass": Recording()})
+    out = f(x, w1, w2)
+    # the wide (6, 30, 50) product is kept; the thin (6, 30, 2) one is computed as (6, 2, 30)
+    assert sorted(shapes) == [(6, 2, 30), (6, 30, 50)]
+    # float64: the same products summed per output element by the GEMM (round-off ~1e-15);
+    # float32: ~1e-6 relative for sums of 50 terms
+    tol = 1e-12 if dtype == torch.float64 else 1e-4
+    torch.testing.assert_close(out, _linear_chain(x, w1, w2), rtol=tol, atol=tol)
+
+
+def test_thin_bmm_pass_on_an_fx_graph():
+    def f(a, b, c, d):
+        return torch.bmm(a, b), torch.bmm(c, d)
+
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    args = (torch.randn(3, 40, 20), torch.randn(3, 20, 2), torch.randn(3, 4, 20), torch.randn(3, 20, 30))
+    gm = make_fx(f, tracing_mode="fake")(*args)
+    TransposeThinBmm()(gm.graph)
+    gm.graph.lint()
+    gm.recompile()
+    bmms = [n for n in gm.graph.nodes if n.target is torch.ops.aten.bmm.default]
+    # the thin (3, 40, 2) product now multiplies (3, 2, 20) @ (3, 20, 40); the wide one is untouched
+    assert [tuple(n.meta["val"].shape) for n in bmms] == [(3, 2, 40), (3, 4, 30)]
+    for got, want in zip(gm(*args), f(*args)):
+        torch.testing.assert_close(got, want)
+
+
+def test_chain_caller_skips_guards_only_once_the_chain_repeats():
+    def step(x):
+        return (x * 2).t()  # alternates between two layouts: (3, 4) and (4, 3)
+
+    f = ChainCaller(torch.compile(step, fullgraph=True, backend="aot_eager", dynamic=False))
+    x = torch.randn(3, 4)
+    ref = x.clone()
+    safe = []
+    for _ in range(6):
+        x = f(x)
+        ref = (ref * 2).t()
+        safe.append(f.safe)
+        torch.testing.assert_close(x, ref, rtol=0, atol=0)
+    # call 1 compiles (3, 4), call 2 compiles (4, 3), call 3 compiles nothing: safe from then on
+    assert safe == [False, False, True, True, True, True]
+    f.restart()
+    assert not f.safe
+
+
+def test_chain_caller_sweep_equals_lone_runs():
+    """A sweep driven with guard skipping (sweep.run) gives each run its lone run."""
+    system = systems.make_system("gaussian1d")
+    points = sweep.grid(range(3))
+    res = sweep.run(system, points, steps=5, chunk_size=2, compile=True, backend="aot_eager",
+                    dtype=torch.float64)
+    for i in range(3):
+        state = init_state(system.gan, fr.key(i), dtype=torch.float64)
+        step = make_train_step(system.gan)
+        for _ in range(5):
+            state, _ = step(state, ())
+        for a, b in zip(tree_leaves(state.gen_params), tree_leaves(tree_index(res.state, i).gen_params)):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)  # float64: same formulas, ~1e-16
+
+
+@pytest.mark.slow
+def test_inductor_sweep_with_the_pass_equals_lone_runs():
+    system = systems.make_system("gaussian1d")
+    res = sweep.run(system, sweep.grid(range(2)), steps=5, compile=True, dtype=torch.float64)
+    for i in range(2):
+        state = init_state(system.gan, fr.key(i), dtype=torch.float64)
+        step = make_train_step(system.gan)
+        for _ in range(5):
+            state, _ = step(state, ())
+        for a, b in zip(tree_leaves(state.gen_params), tree_leaves(tree_index(res.state, i).gen_params)):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-10)  # float64 through inductor: ~1e-15
+
+
+def test_compile_gives_other_backends_no_options():
+    f = compile_step(lambda x: x + 1, backend="aot_eager")
+    assert torch.equal(f(torch.zeros(2)), torch.ones(2))
