@@ -295,8 +295,8 @@ def run(
     data = tuple(x.to(device=device, dtype=dtype) for x in system.data)
     # one run's kernels are too small to share between threads (OpenMP barriers cost more)
     kernel_threads = 1 if C == 1 and str(device) == "cpu" else None
-    vstep = ChainCaller(make_sweep_step(gan, compile=compile, backend=backend, mode=mode,
-                                        kernel_threads=kernel_threads))
+    vstep = make_sweep_step(gan, compile=compile, backend=backend, mode=mode, kernel_threads=kernel_threads)
+    caller = ChainCaller(vstep) if compile else None  # guards exist only for a compiled step
     cudagraphs = compile and mode is not None and "reduce-overhead" in mode
     logged = [t for t in range(1, steps + 1) if t % log_every == 0 or t == steps]
     finals, histories = [], []
@@ -312,13 +312,14 @@ def run(
             pad = torch.cat([torch.arange(n, device=device), torch.zeros(C - n, dtype=torch.int64, device=device)])
             chunk = tree_map(lambda x: x[pad].clone(), chunk)
         rows: list[dict[str, torch.Tensor]] = []
-        vstep.restart()  # a new chain of states (see ChainCaller)
+        if caller is not None:
+            caller.restart()  # a new chain of states (see ChainCaller)
         for t in range(1, steps + 1):
             if c0 == 0 and t == 1:
                 tc = time.perf_counter()
             if cudagraphs:
                 torch.compiler.cudagraph_mark_step_begin()
-            chunk, metrics = vstep(chunk, data)
+            chunk, metrics = (caller or vstep)(chunk, data)
             if cudagraphs:  # replays overwrite their outputs; the state must outlive the next one
                 chunk = tree_map(torch.clone, chunk)
             if c0 == 0 and t == 1:

@@ -81,32 +81,32 @@ def test_chain_caller_skips_guards_only_once_the_chain_repeats():
     assert not f.safe
 
 
+def _assert_runs_are_lone_runs(system, res, steps, atol):
+    """Each run of a sweep result ends with the parameters its lone eager run ends with."""
+    step = make_train_step(system.gan)
+    for i, point in enumerate(res.points):
+        state = init_state(system.gan, fr.key(point["seed"]), dtype=torch.float64)
+        for _ in range(steps):
+            state, _ = step(state, ())
+        swept = tree_index(res.state, i)
+        for params in ("gen_params", "disc_params"):
+            for a, b in zip(tree_leaves(getattr(state, params)), tree_leaves(getattr(swept, params))):
+                torch.testing.assert_close(a, b, rtol=0, atol=atol)
+
+
 def test_chain_caller_sweep_equals_lone_runs():
     """A sweep driven with guard skipping (sweep.run) gives each run its lone run."""
     system = systems.make_system("gaussian1d")
-    points = sweep.grid(range(3))
-    res = sweep.run(system, points, steps=5, chunk_size=2, compile=True, backend="aot_eager",
+    res = sweep.run(system, sweep.grid(range(3)), steps=5, chunk_size=2, compile=True, backend="aot_eager",
                     dtype=torch.float64)
-    for i in range(3):
-        state = init_state(system.gan, fr.key(i), dtype=torch.float64)
-        step = make_train_step(system.gan)
-        for _ in range(5):
-            state, _ = step(state, ())
-        for a, b in zip(tree_leaves(state.gen_params), tree_leaves(tree_index(res.state, i).gen_params)):
-            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)  # float64: same formulas, ~1e-16
+    _assert_runs_are_lone_runs(system, res, 5, atol=1e-12)  # float64: same formulas, ~1e-16
 
 
 @pytest.mark.slow
 def test_inductor_sweep_with_the_pass_equals_lone_runs():
     system = systems.make_system("gaussian1d")
     res = sweep.run(system, sweep.grid(range(2)), steps=5, compile=True, dtype=torch.float64)
-    for i in range(2):
-        state = init_state(system.gan, fr.key(i), dtype=torch.float64)
-        step = make_train_step(system.gan)
-        for _ in range(5):
-            state, _ = step(state, ())
-        for a, b in zip(tree_leaves(state.gen_params), tree_leaves(tree_index(res.state, i).gen_params)):
-            torch.testing.assert_close(a, b, rtol=0, atol=1e-10)  # float64 through inductor: ~1e-15
+    _assert_runs_are_lone_runs(system, res, 5, atol=1e-10)  # float64 through inductor: ~1e-15
 
 
 def test_compile_gives_other_backends_no_options():
