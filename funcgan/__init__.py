@@ -1,46 +1,37 @@
 """funcgan: functional GAN training on torch.func.
 
 Networks are pure functions over parameter dicts, the D and G updates are
-separate ``torch.func`` grad transforms (the functional ``.detach()``), optimizers
-are pure ``(init, update)`` pairs that match ``torch.optim``, randomness comes from
-explicit keys, and one training step is one pure function that vmaps over
-thousands of seeds and compiles once.
-
-Modules:
-    random     explicit keys (key, split, fold_in, normal, uniform)
-    optim      functional optimizers (sgd, adam, adamw, rmsprop, chain, clipping)
-    nets       init_params, make_apply, the seed networks
-    losses     GAN objectives
-    train      TrainState, GAN, the loops, make_train_step
-    systems    the four seed systems
-    reference  the imperative loops
-    testing    functional-vs-imperative equivalence checks
-    sweep      multi-seed sweeps (vmap + compile + chunking)
-    dynamics   objectives, gradient penalties and update schemes (Game)
-    metrics    mixture metrics
-    checkpoint safetensors checkpoints
+separate ``torch.func`` grad transforms (the functional ``.detach()``), objectives,
+penalties and update orders are values that compose, optimizers are pure
+``(init, update)`` pairs that match ``torch.optim``, randomness comes from explicit
+keys, and one training step is one pure function that vmaps over thousands of
+seeds and compiles once.
 """
 
-from funcgan import checkpoint, dynamics, losses, metrics, nets, optim, random, reference, sweep, systems, testing, train, tree
-from funcgan.nets import init_params, make_apply
-from funcgan.systems import make_system
-from funcgan.train import (
-    GAN,
+from funcgan import losses, loops, nets, optim, penalties, random, step, tree
+from funcgan.loops import (
     Adaptive,
     Alternating,
-    OptimizerSpec,
+    Consensus,
+    Extragradient,
+    Optimistic,
     Pix2Pix,
     ReuseFake,
-    TrainState,
-    init_state,
-    make_train_step,
+    Simultaneous,
+    Unrolled,
 )
+from funcgan.losses import Objective
+from funcgan.nets import init_params, make_apply
+from funcgan.optim import OptimizerSpec
+from funcgan.step import GAN, Batch, PlayerState, TrainState, generate, init_state, make_train_step
+from funcgan.systems import System, make_system
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
-    "random", "optim", "nets", "losses", "train", "systems", "reference", "testing", "sweep", "tree", "dynamics",
-    "metrics", "checkpoint",
-    "GAN", "TrainState", "OptimizerSpec", "Alternating", "ReuseFake", "Pix2Pix", "Adaptive",
-    "init_state", "make_train_step", "init_params", "make_apply", "make_system", "__version__",
+    "random", "optim", "nets", "losses", "penalties", "loops", "step", "tree",
+    "GAN", "System", "Batch", "PlayerState", "TrainState", "OptimizerSpec", "Objective",
+    "Alternating", "ReuseFake", "Pix2Pix", "Adaptive", "Simultaneous", "Extragradient", "Optimistic", "Consensus",
+    "Unrolled", "init_state", "make_train_step", "generate", "init_params", "make_apply", "make_system",
+    "__version__",
 ]

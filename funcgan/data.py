@@ -8,8 +8,12 @@
   random shifts and stroke intensities, drawn from a key; needs nothing.
 * :func:`paired_digits`: seed 002's paired data set: (digit, the same digit
   rotated by 90 degrees), a pix2pix-style translation that trains in minutes.
+* :func:`digits32`: the 8x8 digits (scikit-learn's, else the glyphs) upscaled to
+  32x32 images in [-1, 1] with their labels, for the conv systems (DCGAN, SN-GAN, cGAN).
 
-Images are flattened float tensors in [0, 1], shape ``(N, H*W)``.
+Flat images are float tensors in [0, 1], shape ``(N, H*W)``; :func:`digits32` gives
+``(N, 1, 32, 32)``. This module reads files only when a system is built, never
+inside a step; the systems import it, the core does not.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ import torch
 
 from funcgan import random as fr
 
-__all__ = ["load_mnist", "load_digits", "glyph_digits", "paired_digits", "check_data", "MNIST_FILES"]
+__all__ = ["load_mnist", "load_digits", "glyph_digits", "paired_digits", "digits32", "upscale", "check_data",
+           "MNIST_FILES"]
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-images.idx3-ubyte")
 
@@ -77,14 +82,37 @@ def load_mnist(data_dir: str | os.PathLike) -> torch.Tensor:
     )
 
 
-def load_digits() -> torch.Tensor:
-    """scikit-learn's 8x8 digits ``(1797, 64)`` in [0, 1] (needs ``funcgan[digits]``)."""
+def load_digits(with_labels: bool = False):
+    """scikit-learn's 8x8 digits ``(1797, 64)`` in [0, 1] (needs ``funcgan[digits]``), and with
+    ``with_labels`` their labels ``(1797,)`` int64."""
     try:
         from sklearn.datasets import load_digits as _sk_digits
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError("load_digits needs scikit-learn: pip install 'funcgan[digits]'") from e
-    x = _sk_digits().data
-    return torch.as_tensor(x, dtype=torch.float32) / 16.0
+    bunch = _sk_digits()
+    x = torch.as_tensor(bunch.data, dtype=torch.float32) / 16.0
+    if with_labels:
+        return x, torch.as_tensor(bunch.target, dtype=torch.int64)
+    return x
+
+
+def upscale(x: torch.Tensor, size: int = 32, side: int = 8) -> torch.Tensor:
+    """Flat ``(N, side*side)`` images in [0, 1] as ``(N, 1, size, size)`` images in [-1, 1] (bilinear)."""
+    img = x.reshape(-1, 1, side, side)
+    big = torch.nn.functional.interpolate(img, size=(size, size), mode="bilinear", align_corners=False)
+    return (big.clamp(0.0, 1.0) * 2.0 - 1.0).contiguous()
+
+
+def digits32(key: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """``(images (N, 1, 32, 32) in [-1, 1], labels (N,), source)``: scikit-learn's digits upscaled, or
+    4,096 built-in glyph digits (drawn from ``key``) when scikit-learn is not installed."""
+    try:
+        x, y = load_digits(with_labels=True)
+        source = "scikit-learn 8x8 digits upscaled to 32x32"
+    except ImportError:
+        x, y = glyph_digits(key if key is not None else fr.key(3232), 4096)
+        source = "built-in glyph digits upscaled to 32x32"
+    return upscale(x), y, source
 
 
 def glyph_digits(key: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:

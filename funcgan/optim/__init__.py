@@ -10,6 +10,7 @@ Example::
 
 from funcgan.optim import schedules
 from funcgan.optim.alias import adam, adamw, rmsprop, sgd
+from funcgan.optim.spec import OPTIMIZERS, OptimizerSpec
 from funcgan.optim.base import (
     EmptyState,
     GradientTransformation,
@@ -37,5 +38,5 @@ __all__ = [
     "apply_updates", "inject_hyperparams", "sgd", "adam", "adamw", "rmsprop",
     "scale_by_adam", "trace", "scale_by_rms", "add_decayed_weights", "scale_by_learning_rate",
     "clip_by_global_norm", "ScaleByAdamState", "TraceState", "ScaleByRmsState",
-    "ScaleByScheduleState", "schedules",
+    "ScaleByScheduleState", "schedules", "OptimizerSpec", "OPTIMIZERS",
 ]

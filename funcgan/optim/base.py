@@ -111,7 +111,9 @@ def _first_leaf(params: PyTree) -> torch.Tensor | None:
     return found[0] if found else None
 
 
-def inject_hyperparams(factory: Callable[..., GradientTransformation]) -> Callable[..., GradientTransformation]:
+def inject_hyperparams(
+    factory: Callable[..., GradientTransformation], static_args: tuple[str, ...] = ()
+) -> Callable[..., GradientTransformation]:
     """Make a factory's numeric hyper-parameters part of the optimizer state.
 
     ``inject_hyperparams(adam)(lr=1e-3, betas=(0.5, 0.999))`` behaves like
@@ -120,12 +122,18 @@ def inject_hyperparams(factory: Callable[..., GradientTransformation]) -> Callab
     :class:`InjectHyperparamsState`. When S seeds' states are stacked, each seed
     carries its own value and ``vmap`` maps over them: a learning-rate sweep in
     one compiled program with no recompiles. Non-numeric arguments (booleans
-    such as ``amsgrad``) stay static.
+    such as ``amsgrad``, schedules) and the names in ``static_args`` stay static
+    Python values (as optax's ``static_args``): a ``weight_decay=0.0`` left static
+    keeps its transform out of the chain.
 
     The hyper-parameters are checked once, with their concrete values, when
     the transformation is built.
     """
     sig = inspect.signature(factory)
+    for name in static_args:
+        if name not in sig.parameters:
+            raise ValueError(f"inject_hyperparams: static argument '{name}' is not a parameter of "
+                             f"{getattr(factory, '__name__', 'the factory')}")
 
     def build(*args: Any, **kwargs: Any) -> GradientTransformation:
         bound = sig.bind(*args, **kwargs)
@@ -133,7 +141,7 @@ def inject_hyperparams(factory: Callable[..., GradientTransformation]) -> Callab
         numeric: dict[str, Any] = {}
         static: dict[str, Any] = {}
         for name, value in bound.arguments.items():
-            if _is_numeric(value):
+            if name not in static_args and _is_numeric(value):
                 numeric[name] = value
             else:
                 static[name] = value
@@ -154,7 +162,7 @@ def inject_hyperparams(factory: Callable[..., GradientTransformation]) -> Callab
         return GradientTransformation(init, update)
 
     build.__name__ = f"inject_hyperparams({getattr(factory, '__name__', 'factory')})"
-    build.__doc__ = f"{factory.__name__} with its numeric hyper-parameters held in the state."
+    build.__doc__ = f"{getattr(factory, '__name__', 'factory')} with its numeric hyper-parameters held in the state."
     return build
 
 
