@@ -1,68 +1,62 @@
-"""Multi-seed sweeps: S training runs as one vmapped, compiled program.
+"""One engine for every run: S training runs stacked on axis 0, vmapped, guarded, compiled, chunked.
 
-    points = sweep.grid(seeds=range(256), gen_lr=[1e-3, 1e-4])   # 512 runs
-    result = sweep.run(system, points, steps=1000)               # compile(vmap(step)), chunked
-    table = sweep.per_seed_table(system, result)
+    points = sweep.grid(seeds=range(256), gen_lr=[1e-3, 1e-4], gp=[1.0, 10.0])   # 1024 runs
+    result = sweep.run(system, points, steps=1000)                               # a single run is S = 1
 
 How it works:
 
-* :func:`init_sweep` builds the S states with ``vmap(init_state)`` over the
-  seeds' keys, then writes each run's hyper-parameters (learning rates, betas,
-  clipping norms, loss weights) into the states as tensors, so the same compiled
-  program serves every point of the grid: no recompiles.
-* :func:`make_sweep_step` wraps the pure step with a divergence guard (a run
-  whose new state or metrics are non-finite keeps its last finite state and
-  records the step at which it diverged; the others go on), vmaps it over the
-  leading axis and compiles it once (``torch.compile(vmap(step), fullgraph=True)``).
-* :func:`run` drives it chunk by chunk: each chunk of ``chunk_size`` runs trains
-  for all steps before the next starts, so a chunk's working set stays in cache
-  and more runs than fit in memory can be swept. The last chunk is padded (with
-  copies of its first run, dropped afterwards) so every call has the same shape.
+* :func:`init_sweep` builds the S states with ``vmap(init_state)`` over the seeds'
+  keys, then writes each run's hyper-parameters into the states as tensors: the
+  optimizers' (``gen_lr``, ``disc_betas``, ``gen_clip_norm``, ...) and the state's
+  own (penalty weights such as ``gp`` and ``r1``, ``ema_decay``, ``l1_weight``,
+  ``consensus``), so one compiled program serves every point of the grid.
+* :func:`make_sweep_step` wraps the pure step with the divergence guard
+  (:mod:`funcgan.guard`), vmaps it over the leading axis and compiles it once.
+* :func:`run` drives it chunk by chunk: a chunk of ``chunk_size`` runs makes all its
+  steps, then the next chunk starts (its working set stays in cache; more runs than
+  fit in memory can be swept). Every call has the same shape: a short chunk is padded
+  with copies of its first run, dropped afterwards.
 
-Every run is the run its seed gives alone: its randomness is ``fold_in(key(seed), t)``,
-its arithmetic touches only its own slice, so neither the sweep's width, the
-run's position in it, the chunk size nor compilation changes it (beyond
-round-off; see ``tests/test_sweep.py``).
+**Every run is the run its seed gives alone**, bitwise, in float32 too. Its
+randomness is ``fold_in(key(seed), t)`` and its arithmetic touches only its own
+slice of the state; what remains is that the same arithmetic must run through the
+same kernels:
+
+* compiled (inductor), every run is a row of ``compile(vmap(step))``: measured
+  bitwise equal at chunk sizes 1 and 16 and at every position, so a run alone
+  (``funcgan train --compile``, a one-point sweep) is its row of any compiled sweep;
+* eager, a run is the plain (unbatched) step, one run after the other: eager ATen
+  kernels vectorise over the run axis of a ``vmap``, and a run in the vector tail of
+  a chunk would be rounded by scalar code (measured 3e-8 apart after 30 steps), so
+  eager sweeps do not batch: every eager run is bitwise the run ``funcgan train``
+  gives. Compiled and eager runs of a seed differ by round-off (different kernels).
+
+Resuming from a checkpoint continues a run exactly (its step count is in its state).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field, replace
+import time
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch.func import vmap
 
-from funcgan.compile import ChainCaller, compile as compile_step
 from funcgan import random as fr
+from funcgan.compile import ChainCaller, compile as compile_step
+from funcgan.guard import Guard, guarded
 from funcgan.optim.base import InjectHyperparamsState
-from funcgan.train import GAN, Metrics, TrainState, init_state, make_train_step
-from funcgan.tree import tree_all_finite, tree_index, tree_map, tree_where
+from funcgan.optim.spec import OptimizerSpec
+from funcgan.step import GAN, Metrics, TrainState, check_state, init_state, make_train_step
+from funcgan.tree import tree_index, tree_map
 
-__all__ = [
-    "HYPERPARAMETERS",
-    "grid",
-    "check_points",
-    "init_sweep",
-    "make_sweep_step",
-    "run",
-    "SweepResult",
-    "seed_state",
-]
+__all__ = ["grid", "sweepable", "check_points", "init_sweep", "make_sweep_step", "run", "SweepResult",
+           "seed_state", "chunk_shape", "logged_steps"]
 
-#: Sweepable hyper-parameters: name -> (player or None for a loss weight, optimizer field).
-HYPERPARAMETERS = {
-    "gen_lr": ("gen", "lr"),
-    "disc_lr": ("disc", "lr"),
-    "gen_betas": ("gen", "betas"),
-    "disc_betas": ("disc", "betas"),
-    "gen_clip_norm": ("gen", "clip_norm"),
-    "disc_clip_norm": ("disc", "clip_norm"),
-    "gen_weight_decay": ("gen", "weight_decay"),
-    "disc_weight_decay": ("disc", "weight_decay"),
-}
+_MAX_SEED = 2**63
 
 
 def grid(seeds: Iterable[int], **hyper: Sequence[Any]) -> list[dict[str, Any]]:
@@ -70,11 +64,13 @@ def grid(seeds: Iterable[int], **hyper: Sequence[Any]) -> list[dict[str, Any]]:
 
     ``grid(range(4), gen_lr=[1e-3, 1e-4])`` gives 8 points ``{"seed": s, "gen_lr": lr}``.
     Seeds vary fastest: the first ``len(seeds)`` points share the first value of
-    every hyper-parameter. Sweepable names: :data:`HYPERPARAMETERS` and the GAN's
-    ``hparams`` (e.g. ``l1_weight``).
+    every hyper-parameter. Names: see :func:`sweepable`.
     """
     seeds = list(seeds)
     names = list(hyper)
+    for n in names:
+        if isinstance(hyper[n], (str, bytes)) or not isinstance(hyper[n], Iterable):
+            raise TypeError(f"grid: {n} must be a list of values, got {hyper[n]!r}")
     points = []
     for values in itertools.product(*(list(hyper[n]) for n in names)):
         for s in seeds:
@@ -82,18 +78,50 @@ def grid(seeds: Iterable[int], **hyper: Sequence[Any]) -> list[dict[str, Any]]:
     return points
 
 
+def sweepable(gan: GAN) -> dict[str, tuple[str, str]]:
+    """Names a sweep can vary for ``gan``: ``name -> (where, field)``, where is ``"gen"``/``"disc"``
+    (an optimizer hyper-parameter) or ``"hparams"`` (penalty weights, ``ema_decay``, loss weights)."""
+    out: dict[str, tuple[str, str]] = {}
+    for player, spec in (("gen", gan.gen_opt), ("disc", gan.disc_opt)):
+        if isinstance(spec, OptimizerSpec):
+            for f in spec.sweepable():
+                out[f"{player}_{f}"] = (player, f)
+    for k in gan.default_hparams():
+        out[k] = ("hparams", k)
+    return out
+
+
+def _check_hparam(gan: GAN, name: str, v: Any) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"sweep: {name} must be a finite number, got {v!r}")
+    penalties = {p.name for p in gan.loop.penalties}
+    if name in penalties and v < 0:
+        raise ValueError(f"sweep: {name} is a penalty weight and must be >= 0, got {v}")
+    if name == "ema_decay" and not 0 <= v < 1:
+        raise ValueError(f"sweep: ema_decay must be in [0, 1), got {v}")
+
+
 def check_points(gan: GAN, points: Sequence[dict[str, Any]]) -> None:
-    """Raise ``ValueError`` naming the problem for an empty sweep, a duplicate run, a bad
-    seed, an unknown or invalid hyper-parameter, or one the GAN's optimizer cannot sweep."""
+    """Raise ``ValueError`` naming the problem: an empty sweep, a duplicate run, a bad seed, an unknown
+    or invalid hyper-parameter, one the GAN cannot sweep, or a name set for some points only."""
+    if not isinstance(points, Sequence) or isinstance(points, (str, bytes)):
+        raise TypeError(f"sweep: points must be a list of dicts (see sweep.grid), got {type(points).__name__}")
     if len(points) == 0:
         raise ValueError("sweep: no seeds given (an empty sweep)")
+    names = sweepable(gan)
     seen = set()
+    keys = None
     for p in points:
-        if "seed" not in p:
-            raise ValueError(f"sweep: point {p} has no 'seed'")
+        if not isinstance(p, dict) or "seed" not in p:
+            raise ValueError(f"sweep: every point must be a dict with a 'seed', got {p!r}")
         s = p["seed"]
-        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-            raise ValueError(f"sweep: seeds must be non-negative ints, got {s!r}")
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < _MAX_SEED:
+            raise ValueError(f"sweep: seeds must be ints in [0, 2**63), got {s!r}")
+        if keys is None:
+            keys = set(p)
+        elif set(p) != keys:
+            raise ValueError(f"sweep: every point must set the same names; {sorted(set(p) ^ keys)} are set for "
+                             "some points only")
         ident = tuple(sorted((k, tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in p.items()))
         if ident in seen:
             raise ValueError(f"sweep: duplicate run {dict(p)} (the same seed with the same hyper-parameters twice)")
@@ -101,105 +129,68 @@ def check_points(gan: GAN, points: Sequence[dict[str, Any]]) -> None:
         for k, v in p.items():
             if k == "seed":
                 continue
-            if k in HYPERPARAMETERS:
-                player, fld = HYPERPARAMETERS[k]
-                base = gan.gen_opt if player == "gen" else gan.disc_opt
-                if fld == "clip_norm" and base.clip_norm is None:
-                    raise ValueError(f"sweep: {k} needs the GAN's {player} optimizer to clip (clip_norm set)")
-                if fld == "weight_decay" and base.weight_decay == 0:
-                    raise ValueError(f"sweep: {k} needs a non-zero base weight_decay in the GAN's {player} optimizer")
-                replace(base, **{fld: tuple(v) if fld == "betas" else v})  # validates the value
-            elif k in gan.hparams:
-                if not isinstance(v, (int, float)) or not math.isfinite(v):
-                    raise ValueError(f"sweep: {k} must be a finite number, got {v!r}")
+            if k not in names:
+                raise ValueError(f"sweep: unknown hyper-parameter '{k}'; this GAN sweeps {sorted(names)}")
+            where, fld = names[k]
+            if where == "hparams":
+                _check_hparam(gan, k, v)
             else:
-                raise ValueError(f"sweep: unknown hyper-parameter '{k}'; this GAN sweeps "
-                                 f"{sorted(list(HYPERPARAMETERS) + list(gan.hparams))}")
+                spec = gan.gen_opt if where == "gen" else gan.disc_opt
+                try:
+                    spec.with_values(**{fld: tuple(v) if fld == "betas" else v})
+                except (TypeError, ValueError) as e:
+                    raise ValueError(f"sweep: {k}={v!r}: {e}") from e
 
 
-def init_sweep(
-    gan: GAN,
-    points: Sequence[dict[str, Any]],
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str = "cpu",
-) -> TrainState:
+def init_sweep(gan: GAN, points: Sequence[dict[str, Any]], dtype: torch.dtype = torch.float32,
+               device: torch.device | str = "cpu") -> TrainState:
     """Stacked initial states, one per point (leaves ``(S, ...)``).
 
-    Run ``i`` starts exactly as ``init_state(gan, key(points[i]["seed"]))`` with
-    the point's hyper-parameters written into its optimizer states and
-    ``hparams``. Every leaf is a fresh contiguous tensor.
+    Run ``i`` starts exactly as ``init_state(gan, key(points[i]["seed"]))`` with the
+    point's hyper-parameters written into its optimizer states and ``hparams``. Every
+    leaf is a fresh contiguous tensor.
     """
     check_points(gan, points)
     seeds = torch.tensor([p["seed"] for p in points], dtype=torch.int64, device=device)
     keys = fr.key(seeds)  # (S, 2)
     states = vmap(lambda k: init_state(gan, k, dtype, device), randomness="error")(keys)
     states = tree_map(lambda x: x.contiguous().clone(), states)
-    states = states._replace(extra={**states.extra, "diverged_at": torch.full((len(points),), -1, dtype=torch.int64, device=device)})
-    names = {k for p in points for k in p if k != "seed"}
-    for name in sorted(names):
-        values = [p.get(name) for p in points]
-        if any(v is None for v in values):
-            raise ValueError(f"sweep: '{name}' is set for some points and not others")
-        states = _write_hyperparameter(states, name, values, device)
+    names = sweepable(gan)
+    for name in sorted({k for p in points for k in p if k != "seed"}):
+        col = torch.tensor([p[name] for p in points], dtype=torch.float64, device=device)  # (S,) or (S, 2)
+        where, fld = names[name]
+        if where == "hparams":
+            states = states._replace(hparams={**states.hparams, name: col})
+        else:
+            player = getattr(states, where)
+            opt: InjectHyperparamsState = player.opt_state
+            player = player._replace(opt_state=opt._replace(hyperparams={**opt.hyperparams, fld: col}))
+            states = states._replace(**{where: player})
     return states
 
 
-def _write_hyperparameter(states: TrainState, name: str, values: list[Any], device) -> TrainState:
-    col = torch.tensor(values, dtype=torch.float64, device=device)  # (S,) or (S, 2) for betas
-    if name in HYPERPARAMETERS:
-        player, fld = HYPERPARAMETERS[name]
-        attr = f"{player}_opt_state"
-        opt_state: InjectHyperparamsState = getattr(states, attr)
-        hp = dict(opt_state.hyperparams)
-        hp[fld] = col
-        return states._replace(**{attr: opt_state._replace(hyperparams=hp)})
-    return states._replace(hparams={**states.hparams, name: col})
-
-
-def _guarded(step: Callable[[TrainState, tuple], tuple[TrainState, Metrics]]):
-    """Freeze a run at its last finite state when a step makes it non-finite."""
-
-    def guarded(state: TrainState, data: tuple) -> tuple[TrainState, Metrics]:
-        new, metrics = step(state, data)
-        diverged_at = state.extra["diverged_at"]
-        alive = diverged_at < 0
-        ok = alive & tree_all_finite((new.gen_params, new.disc_params, new.gen_opt_state, new.disc_opt_state,
-                                      new.gen_buffers, new.disc_buffers)) & tree_all_finite(metrics)
-        kept = tree_where(ok, new, state)
-        newly_dead = alive & ~ok
-        kept = kept._replace(extra={**kept.extra, "diverged_at": torch.where(newly_dead, state.step, diverged_at)})
-        nan = torch.tensor(float("nan"), dtype=torch.float64, device=state.step.device)
-        metrics = {k: torch.where(ok, v.to(torch.float64), nan) for k, v in metrics.items()}
-        return kept, metrics
-
-    return guarded
-
-
-def make_sweep_step(
-    gan: GAN,
-    compile: bool = True,
-    backend: str = "inductor",
-    mode: str | None = None,
-    kernel_threads: int | None = None,
-) -> Callable[[TrainState, tuple], tuple[TrainState, Metrics]]:
-    """The divergence-guarded step vmapped over runs (axis 0 of the state), compiled once.
+def make_sweep_step(gan: GAN, compile: bool = True, backend: str = "inductor", mode: str | None = None,
+                    guard: Guard | None = None, lazy: dict[str, bool] | None = None,
+                    kernel_threads: int | None = None,
+                    vectorize: bool = True) -> Callable[[TrainState, tuple], tuple[TrainState, Metrics]]:
+    """The guarded step vmapped over runs (axis 0 of the state), compiled once.
 
     Args:
         gan: the GAN.
         compile: wrap in ``torch.compile(..., fullgraph=True)`` (compile outermost).
-        backend: ``"inductor"`` for speed; ``"aot_eager"`` traces the same graph in
-            about a second (tests).
+        vectorize: vmap over the runs of a stacked state (``False``: the guarded step of one run).
+        backend: ``"inductor"`` for speed; ``"aot_eager"`` traces the same graph in about a second.
         mode: torch.compile mode (``"reduce-overhead"`` uses CUDA graphs).
-        kernel_threads: threads of inductor's CPU kernels (default: torch's; see
-            :func:`funcgan.compile.compile`).
-
-    Compiled with :func:`funcgan.compile.compile` (inductor gets the thin-bmm pass).
+        guard: divergence criteria (default :class:`~funcgan.guard.Guard()`).
+        lazy: which lazy penalties are on in this step (see :func:`funcgan.step.make_train_step`).
+        kernel_threads: threads of inductor's CPU kernels (see :func:`funcgan.compile.compile`).
 
     Returns:
-        ``step(states, data) -> (states, metrics)`` with metrics ``(S,)`` float64
-        (NaN for a run that has diverged).
+        ``step(states, data) -> (states, metrics)`` with metrics ``(S,)`` float64 (NaN for a
+        run that has diverged).
     """
-    vstep = vmap(_guarded(make_train_step(gan)), in_dims=(0, None), randomness="error")
+    step = guarded(make_train_step(gan, lazy), guard or Guard(), gan.loop.objective.saturation)
+    vstep = vmap(step, in_dims=(0, None), randomness="error") if vectorize else step
     if compile:
         vstep = compile_step(vstep, backend=backend, mode=mode, kernel_threads=kernel_threads)
     return vstep
@@ -212,12 +203,15 @@ class SweepResult:
     Attributes:
         points: the runs, in order.
         state: the final stacked state (leaves ``(S, ...)``).
-        history: metric name -> ``(T, S)`` float64 CPU tensor, metrics at ``logged_steps``.
-        logged_steps: the (1-based) step numbers in ``history``.
-        diverged_at: ``(S,)`` int64, the step at which each run diverged, -1 if never.
+        history: metric name -> ``(T, S)`` float64 CPU tensor at ``logged_steps`` (NaN where a run
+            had diverged, or had not reached that step).
+        logged_steps: the (1-based, absolute) step numbers of ``history``'s rows.
+        diverged_at: ``(S,)`` int64, the step at which each run was flagged, -1 if never.
+        reasons: ``(S,)`` int64 reason codes (:data:`funcgan.guard.REASONS`).
         seconds: wall time of the training loop (compilation included).
-        compile_seconds: time of the first chunk's first call (compilation + 1 step).
-        chunk_size: runs per compiled call.
+        compile_seconds: time of the first call (compilation + 1 step).
+        chunk_size: runs per call (after padding).
+        compiled: whether the step was compiled.
     """
 
     points: list[dict[str, Any]]
@@ -225,17 +219,41 @@ class SweepResult:
     history: dict[str, torch.Tensor]
     logged_steps: list[int]
     diverged_at: torch.Tensor
+    reasons: torch.Tensor
     seconds: float
     compile_seconds: float
     chunk_size: int
+    compiled: bool = True
     extras: dict[str, Any] = field(default_factory=dict)
 
 
 def seed_state(states: TrainState, index: int) -> TrainState:
     """Run ``index``'s state, sliced out of a sweep: continue it alone with the plain step."""
-    s = tree_index(states, index)
-    extra = {k: v for k, v in s.extra.items() if k != "diverged_at"}
-    return s._replace(extra=extra)
+    check_state(states, stacked=True, who="seed_state")
+    return tree_index(states, index)
+
+
+def chunk_shape(n_runs: int, chunk_size: int | None, compiled: bool) -> int:
+    """Runs per call: ``chunk_size`` (default ``min(S, 256)``) compiled; 1 (the plain step) eager."""
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"sweep: chunk_size must be an int >= 1, got {chunk_size!r}")
+    return min(n_runs, chunk_size or 256) if compiled else 1
+
+
+def logged_steps(steps: int, log_every: int) -> list[int]:
+    """The steps ``1..steps`` whose metrics a run keeps: every ``log_every``-th and the last."""
+    return [t for t in range(1, steps + 1) if t % log_every == 0 or t == steps]
+
+
+def _check_data(system) -> tuple[torch.Tensor, ...]:
+    from funcgan.data import check_data
+
+    for i, x in enumerate(system.data):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"sweep: data[{i}] must be a tensor, got {type(x).__name__}")
+        if x.is_floating_point():
+            check_data(f"sweep: data[{i}]", x)
+    return system.data
 
 
 def run(
@@ -251,93 +269,162 @@ def run(
     log_every: int = 10,
     progress: Callable[[int], None] | None = None,
     states: TrainState | None = None,
+    history: tuple[dict[str, torch.Tensor], list[int]] | None = None,
+    guard: Guard | None = None,
     offload: bool | None = None,
+    checkpoint: Callable[["SweepResult"], None] | None = None,
+    checkpoint_every: int | None = None,
 ) -> SweepResult:
-    """Train every point of a sweep for ``steps`` steps.
+    """Train every point of a sweep to step ``steps``.
 
     Args:
         system: a :class:`~funcgan.systems.System` (its GAN and data).
         points: from :func:`grid` (dicts with ``seed`` and hyper-parameters).
-        steps: steps per run.
-        chunk_size: runs per compiled call (default: all, at most 1024).
+        steps: the step every run trains to.
+        chunk_size: runs per call (default ``min(S, 256)``).
         device, dtype: where and in what precision.
         compile, backend, mode: see :func:`make_sweep_step`.
         log_every: keep metrics every this many steps (no device sync in between).
         progress: called with the number of run-steps done after each call.
-        states: start from these stacked states instead of fresh ones.
-        offload: keep finished chunks' states on the CPU (default: when ``device``
-            is not the CPU), so device memory holds one chunk at a time and a sweep
-            larger than device memory still runs, with the same per-run results.
+        states: continue these stacked states (a checkpoint) instead of fresh ones; each run
+            continues from its own step count.
+        history: the ``(history, logged_steps)`` recorded so far, continued.
+        guard: divergence criteria (default :class:`~funcgan.guard.Guard()`).
+        offload: keep finished chunks' states on the CPU (default: when ``device`` is not the CPU).
+        checkpoint: called with the sweep so far (a :class:`SweepResult` whose ``state`` holds
+            every run: finished, in progress, not started) every ``checkpoint_every`` steps of a
+            chunk and at the end of every chunk.
+        checkpoint_every: steps between in-chunk checkpoints (default: only at chunk ends).
 
     Returns:
         A :class:`SweepResult`.
     """
-    import time
-
-    if not isinstance(steps, int) or steps < 1:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"sweep.run: steps must be an int >= 1, got {steps!r}")
-    if log_every < 1:
-        raise ValueError(f"sweep.run: log_every must be >= 1, got {log_every}")
+    if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
+        raise ValueError(f"sweep.run: log_every must be an int >= 1, got {log_every!r}")
+    if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
+        raise ValueError(f"sweep.run: checkpoint_every must be an int >= 1, got {checkpoint_every!r}")
     gan = system.gan
     points = list(points)
+    check_points(gan, points)
     S = len(points)
-    if states is None:
-        check_points(gan, points)
-    elif "diverged_at" not in states.extra:
-        states = states._replace(extra={**states.extra, "diverged_at": torch.full((S,), -1, dtype=torch.int64, device=device)})
-    C = min(S, chunk_size or 1024)
-    if C < 1:
-        raise ValueError(f"sweep.run: chunk_size must be >= 1, got {chunk_size}")
-    # finished chunks wait on the CPU when training on an accelerator: device memory holds one chunk
+    data = tuple((x.to(device=device, dtype=dtype) if x.is_floating_point() else x.to(device))
+                 for x in _check_data(system))
+    if states is not None:
+        if check_state(states, gan, stacked=True, who="sweep.run") != S:
+            raise ValueError(f"sweep.run: the given states hold {states.step.shape[0]} runs, the points {S}")
+    C = chunk_shape(S, chunk_size, compile)
     if offload is None:
         offload = not str(device).startswith("cpu")
     keep_on = "cpu" if offload else device
-    data = tuple(x.to(device=device, dtype=dtype) for x in system.data)
-    # one run's kernels are too small to share between threads (OpenMP barriers cost more)
+    guard = guard or Guard()
     kernel_threads = 1 if C == 1 and str(device) == "cpu" else None
-    vstep = make_sweep_step(gan, compile=compile, backend=backend, mode=mode, kernel_threads=kernel_threads)
-    caller = ChainCaller(vstep) if compile else None  # guards exist only for a compiled step
+    steps_cache: dict[Any, Callable] = {}
+
+    def step_for(t: int) -> Callable:
+        pattern = gan.loop.lazy_pattern(t)
+        key = None if pattern is None else tuple(sorted(pattern.items()))
+        if key not in steps_cache:
+            fn = make_sweep_step(gan, compile=compile, backend=backend, mode=mode, guard=guard, lazy=pattern,
+                                 kernel_threads=kernel_threads, vectorize=compile)
+            steps_cache[key] = ChainCaller(fn) if compile else fn
+        return steps_cache[key]
+
     cudagraphs = compile and mode is not None and "reduce-overhead" in mode
-    logged = [t for t in range(1, steps + 1) if t % log_every == 0 or t == steps]
-    finals, histories = [], []
+    logged = logged_steps(steps, log_every)
+    row_of = {t: i for i, t in enumerate(logged)}
+    hist: dict[str, torch.Tensor] = {}
+    if history is not None:
+        prev, prev_logged = history
+        for k, v in prev.items():
+            hist[k] = torch.full((len(logged), S), float("nan"), dtype=torch.float64)
+            for i, t in enumerate(prev_logged):
+                if t in row_of:
+                    hist[k][row_of[t]] = v[i].to(torch.float64)
+    # every run's state lives here between chunks (built lazily: fresh runs are initialised when reached)
+    store: list[TrainState | None] = [None] * S
+    start = states.step.to("cpu").tolist() if states is not None else [0] * S
+    pending = [i for i in range(S) if start[i] < steps]
+    groups: list[list[int]] = []
+    for s0 in sorted({start[i] for i in pending}, reverse=True):  # the runs furthest on first
+        members = [i for i in pending if start[i] == s0]
+        groups += [members[j:j + C] for j in range(0, len(members), C)]
+
+    def materialise(idx: list[int]) -> TrainState:
+        if states is not None:
+            return tree_map(lambda x: x[torch.tensor(idx)].to(device), states)
+        return init_sweep(gan, [points[i] for i in idx], dtype, device)
+
+    def assemble(current: tuple[list[int], TrainState] | None) -> TrainState:
+        parts: list[TrainState] = []
+        cur_idx = {} if current is None else {j: n for n, j in enumerate(current[0])}
+        for i in range(S):
+            if i in cur_idx:
+                parts.append(tree_index(current[1], cur_idx[i]))
+            elif store[i] is not None:
+                parts.append(store[i])
+            elif states is not None:
+                parts.append(tree_index(states, i))
+            else:
+                store[i] = tree_index(init_sweep(gan, [points[i]], dtype, "cpu"), 0)
+                parts.append(store[i])
+        return tree_map(lambda *xs: torch.stack([x.to(keep_on) for x in xs]), *parts)
+
+    def result(state: TrainState, seconds: float, compile_seconds: float) -> SweepResult:
+        return SweepResult(points, state, {k: v.clone() for k, v in hist.items()}, logged,
+                           state.health["diverged_at"].cpu(), state.health["reason"].cpu(), seconds,
+                           compile_seconds, C, compile)
+
     t0 = time.perf_counter()
     compile_seconds = 0.0
-    for c0 in range(0, S, C):
-        n = min(C, S - c0)
-        if states is None:  # built lazily, chunk by chunk: all S states never sit on the device at once
-            chunk = init_sweep(gan, points[c0:c0 + n], dtype, device)
-        else:
-            chunk = tree_map(lambda x: x[c0:c0 + n].to(device), states)
-        if n < C:  # pad to the compiled shape with copies of the chunk's first run (dropped below)
+    first_call = True
+    for idx in groups:
+        n = len(idx)
+        chunk = materialise(idx)
+        if not compile:  # one run, the plain step
+            chunk = tree_index(chunk, 0)
+        elif n < C:  # pad to the call shape with copies of the chunk's first run (dropped below)
             pad = torch.cat([torch.arange(n, device=device), torch.zeros(C - n, dtype=torch.int64, device=device)])
             chunk = tree_map(lambda x: x[pad].clone(), chunk)
-        rows: list[dict[str, torch.Tensor]] = []
-        if caller is not None:
-            caller.restart()  # a new chain of states (see ChainCaller)
-        for t in range(1, steps + 1):
-            if c0 == 0 and t == 1:
+        for fn in steps_cache.values():
+            if isinstance(fn, ChainCaller):
+                fn.restart()  # a new chain of states (see ChainCaller)
+        t_start = start[idx[0]]
+        for t in range(t_start + 1, steps + 1):
+            fn = step_for(t - 1)
+            if first_call:
                 tc = time.perf_counter()
             if cudagraphs:
                 torch.compiler.cudagraph_mark_step_begin()
-            chunk, metrics = (caller or vstep)(chunk, data)
+            chunk, metrics = fn(chunk, data)
             if cudagraphs:  # replays overwrite their outputs; the state must outlive the next one
                 chunk = tree_map(torch.clone, chunk)
-            if c0 == 0 and t == 1:
+            if first_call:
                 if str(device).startswith("cuda"):
                     torch.cuda.synchronize()
                 compile_seconds = time.perf_counter() - tc
-            if t % log_every == 0 or t == steps:
-                # a copy: CUDA-graph replays overwrite their outputs
-                rows.append({k: v[:n].clone() for k, v in metrics.items()})
+                first_call = False
+            if t in row_of:
+                for k, v in metrics.items():
+                    if k not in hist:
+                        hist[k] = torch.full((len(logged), S), float("nan"), dtype=torch.float64)
+                    hist[k][row_of[t], torch.tensor(idx)] = (v[:n] if compile else v[None]).detach().to(
+                        "cpu", torch.float64)
             if progress is not None:
                 progress(n)
-        finals.append(tree_map(lambda x: x[:n].to(keep_on, copy=True), chunk))
-        histories.append({k: torch.stack([r[k] for r in rows]).cpu() for k in rows[0]})
+            if checkpoint is not None and checkpoint_every is not None and t % checkpoint_every == 0 and t < steps:
+                current = tree_map(lambda x: x[:n], chunk) if compile else tree_map(lambda x: x[None], chunk)
+                checkpoint(result(assemble((idx, current)), time.perf_counter() - t0, compile_seconds))
+        if not compile:
+            chunk = tree_map(lambda x: x[None], chunk)
+        final = tree_map(lambda x: x[:n].to(keep_on, copy=True), chunk)
+        for j, i in enumerate(idx):
+            store[i] = tree_index(final, j)
         del chunk
+        if checkpoint is not None:
+            checkpoint(result(assemble(None), time.perf_counter() - t0, compile_seconds))
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    final = tree_map(lambda *xs: torch.cat(xs), *finals) if len(finals) > 1 else finals[0]
-    history = {k: torch.cat([h[k] for h in histories], dim=1) for k in histories[0]}
-    return SweepResult(points, final, history, logged, final.extra["diverged_at"].cpu(), seconds,
-                       compile_seconds, C)
+    return result(assemble(None), seconds, compile_seconds)

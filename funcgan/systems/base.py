@@ -108,14 +108,25 @@ def gaussian_sampler(mean: float, std: float, dim: int) -> Callable:
 
 
 def resolve_loop(default: Loop, loop: Loop | None = None, objective: Any = None, penalties: Any = None,
-                 n_disc: int | None = None, loop_options: dict[str, Any] | None = None) -> Loop:
-    """The loop a system trains with: ``loop`` (or the system's ``default``) with the given
-    objective, penalties, ``n_disc`` and other loop fields replaced.
+                 n_disc: int | None = None, loop_options: dict[str, Any] | None = None,
+                 scheme: type | None = None) -> Loop:
+    """The loop a system trains with.
+
+    ``loop`` as given; else a ``scheme`` (a loop class) built with the system's objective
+    (or ``objective``); else the system's ``default``. Then the given objective,
+    penalties, ``n_disc`` and other loop fields (``loop_options``) replace the loop's.
 
     Raises:
         ValueError: an option the loop does not have (``unroll`` for an alternating loop).
     """
-    base = loop if loop is not None else default
+    if loop is not None and scheme is not None:
+        raise ValueError("give a loop or a scheme, not both")
+    if scheme is not None:
+        if not (isinstance(scheme, type) and issubclass(scheme, Loop)):
+            raise TypeError(f"scheme must be a funcgan.loops loop class, got {scheme!r}")
+        base = scheme(objective=objective or default.objective)
+    else:
+        base = loop if loop is not None else default
     changes = {k: v for k, v in (("objective", objective), ("penalties", penalties), ("n_disc", n_disc))
                if v is not None}
     for k, v in (loop_options or {}).items():

@@ -18,67 +18,85 @@ from typing import Any
 
 import torch
 
-from funcgan import dynamics, sweep, systems
+from funcgan import losses, sweep, systems
+from funcgan import penalties as P
 from funcgan import random as fr
-from funcgan.train import generate, init_state, make_train_step
+from funcgan.cli.options import CLIError, parse_int
+from funcgan.loops import LOOPS
+from funcgan.step import generate, init_state, make_train_step
 from funcgan.tree import tree_index
 
-__all__ = ["add_parser", "run", "dirac_outcomes", "mixture_table"]
+__all__ = ["add_parser", "run", "dirac_outcomes", "mixture_table", "DIRAC_CASES", "SCHEMES"]
 
+#: the update schemes the report compares
+SCHEMES = ("alternating", "simultaneous", "extragradient", "optimistic", "consensus", "unrolled")
+#: (scheme, objective, penalties, loop options) of the Dirac-GAN table
 DIRAC_CASES = [
-    ("simultaneous", {}),
-    ("alternating", {}),
-    ("alternating", {"loss": "wasserstein"}),
-    ("alternating", {"loss": "wasserstein", "gp": 1.0}),
-    ("alternating", {"r1": 1.0}),
-    ("simultaneous", {"r2": 1.0}),
-    ("consensus", {}),
-    ("extragradient", {}),
-    ("optimistic", {}),
-    ("unrolled", {"unroll": 5}),
+    ("simultaneous", "minimax", (), {}),
+    ("alternating", "minimax", (), {}),
+    ("alternating", "wasserstein", (), {}),
+    ("alternating", "wasserstein", (("gp", 1.0),), {}),
+    ("alternating", "minimax", (("r1", 1.0),), {}),
+    ("simultaneous", "minimax", (("r2", 1.0),), {}),
+    ("consensus", "minimax", (), {}),
+    ("extragradient", "minimax", (), {}),
+    ("optimistic", "minimax", (), {}),
+    ("unrolled", "minimax", (), {"unroll": 5}),
 ]
+_PENALTIES = {"gp": P.gradient_penalty, "r1": P.r1, "r2": P.r2}
+
+
+def dirac_system(scheme: str, loss: str = "minimax", penalties: tuple = (), options: dict | None = None,
+                 **kwargs: Any):
+    """The Dirac-GAN with ``scheme``, objective ``loss`` and penalties ``((name, weight), ...)``."""
+    loop = LOOPS[scheme](objective=losses.objective(loss), penalties=tuple(_PENALTIES[n](w) for n, w in penalties),
+                         **(options or {}))
+    return systems.make_system("dirac", loop=loop, **kwargs)
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("report", help="compare update schemes across seeds on ring8/grid25 and the Dirac-GAN")
     p.add_argument("--problems", default="ring8,grid25")
-    p.add_argument("--schemes", default=",".join(dynamics.SCHEMES))
-    p.add_argument("--seeds", type=int, default=64)
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--unroll", type=int, default=5)
-    p.add_argument("--dirac-steps", type=int, default=1000)
+    p.add_argument("--schemes", default=",".join(SCHEMES))
+    p.add_argument("--seeds", default="64")
+    p.add_argument("--steps", default="2000")
+    p.add_argument("--hidden", default="64")
+    p.add_argument("--batch-size", default="128")
+    p.add_argument("--unroll", default="5")
+    p.add_argument("--dirac-steps", default="1000")
     p.add_argument("--compile", action="store_true", help="torch.compile each sweep (inductor)")
     p.add_argument("--out", default="runs/report")
+    p.set_defaults(func=run)
 
 
 def dirac_outcomes(steps: int = 1000) -> list[dict[str, Any]]:
-    """Distance to the equilibrium after ``steps`` steps of the minimax Dirac-GAN from (1, 1), lr 0.1."""
+    """Distance to the equilibrium after ``steps`` steps of the Dirac-GAN from (1, 1), SGD with lr 0.1."""
     rows = []
-    for scheme, kw in DIRAC_CASES:
-        s = systems.make_system("dirac", scheme=scheme, **{"loss": "minimax", **kw})
+    for scheme, loss, pens, opts in DIRAC_CASES:
+        s = dirac_system(scheme, loss, pens, opts)
         state = init_state(s.gan, fr.key(0), dtype=torch.float64)
         step = make_train_step(s.gan)
         radii = []
         for t in range(steps):
             state, _ = step(state, ())
-            if (t + 1) % (steps // 4) == 0:
-                radii.append(math.hypot(float(state.gen_params["theta"]), float(state.disc_params["psi"])))
+            if (t + 1) % max(1, steps // 4) == 0:
+                radii.append(math.hypot(float(state.gen.params["theta"]), float(state.disc.params["psi"])))
         r0 = math.sqrt(2.0)
         r = radii[-1]
         outcome = ("diverges" if r > 1.5 * r0 else "converges" if r < 1e-2 else
                    "converging" if radii[-1] < 0.8 * radii[0] and r < r0 else "oscillates / does not converge")
-        label = scheme + "".join(f", {k}={v}" for k, v in kw.items())
+        label = scheme + (f", loss={loss}" if loss != "minimax" else "") \
+            + "".join(f", {n}={w}" for n, w in pens) + "".join(f", {k}={v}" for k, v in opts.items())
         rows.append({"case": label, "radius": radii, "outcome": outcome})
     return rows
 
 
 def mixture_table(problem: str, scheme: str, seeds: int, steps: int, hidden: int, batch: int, unroll: int,
                   compile: bool) -> tuple[dict[str, Any], torch.Tensor]:
-    from funcgan.sweep_cli import per_seed_rows
+    from funcgan.cli.results import per_seed_rows
 
-    system = systems.make_system(problem, scheme=scheme, hidden=hidden, batch_size=batch, unroll=unroll)
+    options = {"unroll": unroll} if scheme == "unrolled" else None
+    system = systems.make_system(problem, scheme=LOOPS[scheme], hidden=hidden, batch_size=batch, loop_options=options)
     t0 = time.perf_counter()
     result = sweep.run(system, sweep.grid(range(seeds)), steps=steps, compile=compile, log_every=max(1, steps // 20))
     seconds = time.perf_counter() - t0
@@ -93,14 +111,14 @@ def mixture_table(problem: str, scheme: str, seeds: int, steps: int, hidden: int
              "hq_mean": float(hq.mean()) if len(ok) else float("nan"),
              "reverse_kl_mean": float(rkl.mean()) if len(ok) else float("nan"),
              "diverged": len(rows) - len(ok), "n_modes": len(system.mixture[0])}
-    first = tree_index(result.state, slice(0, min(4, seeds)))
-    samples = torch.cat([generate(system.gan, tree_index(first, i), fr.key(1000 + i), 500) for i in range(min(4, seeds))])
+    n = min(4, seeds)
+    samples = torch.cat([generate(system.gan, tree_index(result.state, i), fr.key(1000 + i), 500) for i in range(n)])
     return stats, samples.detach()
 
 
 def _write_figure(path: Path, samples: dict, problems: list[str], schemes: list[str]) -> bool:
-    from funcgan._plot import pyplot
-    from funcgan._plot import save as save_figure
+    from funcgan.cli.plots import pyplot
+    from funcgan.cli.plots import save as save_figure
 
     plt = pyplot()
     if plt is None:
@@ -133,13 +151,17 @@ def run(args: argparse.Namespace) -> int:
     problems = [p for p in args.problems.split(",") if p]
     schemes = [s for s in args.schemes.split(",") if s]
     for s in schemes:
-        if s not in dynamics.SCHEMES:
-            raise SystemExit(f"funcgan report: unknown scheme '{s}'; choose from {', '.join(dynamics.SCHEMES)}")
+        if s not in SCHEMES:
+            raise CLIError(f"funcgan report: unknown scheme '{s}'; choose from {', '.join(SCHEMES)}")
     for p in problems:
         if p not in ("ring8", "grid25"):
-            raise SystemExit(f"funcgan report: problem must be ring8 or grid25, got '{p}'")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+            raise CLIError(f"funcgan report: problem must be ring8 or grid25, got '{p}'")
+    for name in ("seeds", "steps", "hidden", "batch_size", "dirac_steps"):
+        setattr(args, name, parse_int(name.replace("_", "-"), getattr(args, name)))
+    args.unroll = parse_int("unroll", args.unroll, 0)
+    from funcgan.cli.driver import prepare_out
+
+    out = prepare_out(args.out)
     table, samples = [], {}
     for p in problems:
         for s in schemes:

@@ -1,0 +1,266 @@
+"""``funcgan train`` (one seed) and ``funcgan sweep`` (seeds x hyper-parameters): the same driver.
+
+A train run is a sweep of one point; both write ``OUT/state.safetensors`` (every run's
+state and metrics history, checkpointed as they train), and tables, summaries and
+plots next to it. ``--resume OUT`` continues a killed run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from funcgan import sweep
+from funcgan.cli import options as O
+from funcgan.cli import results as R
+from funcgan.cli.driver import RunSpec, check_resume_options, drive, dump_json, load_resume, prepare_out
+from funcgan.cli.options import CLIError
+
+__all__ = ["add_parsers", "cmd_train", "cmd_sweep", "choose_compile"]
+
+#: below this many run-steps a CPU run is eager by default: inductor's cold compile of a GAN step
+#: takes a minute or more on 2 cores, which a short run never earns back
+COMPILE_PAYOFF_RUN_STEPS = 200_000
+
+
+def add_parsers(sub: Any) -> None:
+    t = sub.add_parser("train", help="train one seed of a system and print a summary")
+    O.add_problem_options(t)
+    t.add_argument("--seed", default=None, help="the run's seed (default 0)")
+    O.add_run_options(t)
+    O.add_guard_options(t)
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sweep", help="train many seeds (x hyper-parameters) as one vmapped, compiled program")
+    O.add_problem_options(s)
+    s.add_argument("--seeds", default=None, help="START:STOP or a comma list (default 0:256)")
+    O.add_run_options(s)
+    O.add_guard_options(s)
+    s.set_defaults(func=cmd_sweep)
+
+
+def choose_compile(args: argparse.Namespace, run_steps: int, device: str) -> tuple[bool, str]:
+    """Compile or not, and why (printed): the user's choice, else by the expected payoff."""
+    if args.compile and args.no_compile:
+        raise CLIError("--compile and --no-compile contradict each other")
+    if args.compile:
+        return True, "compiled (--compile)"
+    if args.no_compile:
+        return False, "eager (--no-compile)"
+    if device.startswith("cuda") or run_steps >= COMPILE_PAYOFF_RUN_STEPS:
+        return True, f"compiled ({run_steps:,} run-steps earn back the compile; --no-compile for eager)"
+    return False, f"eager ({run_steps:,} run-steps do not earn back a compile; --compile to compile)"
+
+
+def _common_spec(args: argparse.Namespace, kind: str, cfg: dict[str, Any], points: list[dict[str, Any]],
+                 steps: int) -> RunSpec:
+    dev = O.device(args.device)
+    compiled, why = choose_compile(args, len(points) * steps, dev)
+    log_every = O.parse_int("log-every", args.log_every) if args.log_every is not None else 10
+    every = O.parse_int("checkpoint-every", args.checkpoint_every) if args.checkpoint_every is not None else 500
+    chunk = O.parse_int("chunk-size", args.chunk_size) if args.chunk_size is not None else None
+    if args.mode is not None and not compiled:
+        raise CLIError("--mode needs a compiled run (--compile)")
+    guard = O.guard_from(args)
+    spec = RunSpec(kind, cfg, points, steps, args.dtype or "float32", dev, compiled, args.backend or "inductor",
+                   args.mode, chunk, log_every, every,
+                   {k: getattr(guard, k) for k in ("max_param", "max_output", "pinned_window", "pinned_fraction")})
+    spec.why = why  # type: ignore[attr-defined]
+    return spec
+
+
+def _resume(args: argparse.Namespace, kind: str) -> tuple[RunSpec, Path, Path]:
+    spec, file, out = load_resume(args.resume)
+    if spec.kind != kind:
+        raise CLIError(f"--resume {args.resume}: that is a {spec.kind} run; use funcgan {spec.kind} --resume")
+    given = O.system_config(args, sweep=kind == "sweep") if args.problem is not None or _any_system_option(args) \
+        else {}
+    if args.problem is None:
+        given.pop("problem", None)
+    check_resume_options(spec, given, kind)
+    for flag in ("dtype", "backend", "mode", "device"):
+        v = getattr(args, flag)
+        if v is not None and v != getattr(spec, flag):
+            raise CLIError(f"--{flag}: a resumed {kind} keeps its settings (the checkpoint has "
+                           f"{getattr(spec, flag)!r})")
+    if kind == "sweep" and args.seeds is not None:
+        seeds = O.parse_seeds(args.seeds)
+        if sorted(set(seeds)) != sorted({p["seed"] for p in spec.points}):
+            raise CLIError("--seeds: a resumed sweep keeps its seeds (the checkpoint has a different set)")
+    if kind == "train" and args.seed is not None and O.parse_int("seed", args.seed, 0, O.MAX_SEED) != \
+            spec.points[0]["seed"]:
+        raise CLIError(f"--seed: the resumed run is seed {spec.points[0]['seed']}")
+    if args.steps is not None:
+        steps = O.parse_int("steps", args.steps)
+        spec.steps = steps
+    if args.log_every is not None and O.parse_int("log-every", args.log_every) != spec.log_every:
+        raise CLIError(f"--log-every: a resumed {kind} keeps its settings (the checkpoint has {spec.log_every})")
+    if args.checkpoint_every is not None:
+        spec.checkpoint_every = O.parse_int("checkpoint-every", args.checkpoint_every)
+    spec.why = "compiled" if spec.compile else "eager"  # type: ignore[attr-defined]
+    if args.out is not None and Path(args.out).resolve() != out.resolve():
+        raise CLIError("--out: a resumed run writes to its own directory; leave --out out")
+    return spec, file, out
+
+
+def _any_system_option(args: argparse.Namespace) -> bool:
+    names = ("data_dir", "batch_size", "width", "hidden", "lr", "gen_lr", "disc_lr", "gen_betas", "disc_betas",
+             "gen_clip_norm", "disc_clip_norm", "scheme", "loss", "n_disc", "n_gen", "gp", "r1", "r2", "dragan",
+             "clip", "penalty_every", "unroll", "unroll_stop_opt_grad", "consensus", "split", "max_gen_steps",
+             "l1_weight", "ema")
+    return any(getattr(args, n, None) is not None for n in names)
+
+
+def _samples(args: argparse.Namespace) -> int:
+    return O.parse_int("samples", args.samples) if args.samples is not None else 10_000
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    samples = _samples(args)
+    if args.resume:
+        spec, file, out = _resume(args, "train")
+        system = O.build_system(spec.config)
+        resume_file: Path | None = file
+    else:
+        cfg = O.system_config(args)
+        system = O.build_system(cfg)
+        seed = O.parse_int("seed", args.seed, 0, O.MAX_SEED) if args.seed is not None else 0
+        steps = O.parse_int("steps", args.steps) if args.steps is not None else system.default_steps
+        spec = _common_spec(args, "train", cfg, [{"seed": seed}], steps)
+        out = prepare_out(args.out)
+        resume_file = None
+    seed = spec.points[0]["seed"]
+    print(f"funcgan train: {system.description}; data: {system.data_source}; seed {seed}, {spec.steps} steps on "
+          f"{spec.device}, {spec.why}")  # type: ignore[attr-defined]
+    result = drive(spec, system, out, resume_file, show_progress=not args.no_progress)
+    rows = R.per_seed_rows(system, result, samples)
+    row = rows[0]
+    _print_run(system, result, row)
+    if out is not None:
+        written = [R.write_tables(out, rows, R.summarize(rows, []), spec.meta())[-1]]
+        payload = {"summary": row, "logged_steps": result.logged_steps,
+                   "history": {k: v[:, 0].tolist() for k, v in result.history.items()}}
+        written.append(dump_json(out / "metrics.json", payload))
+        written += _figures(out, system, result)
+        written.append(str(out / "state.safetensors"))
+        for p in written:
+            if p:
+                print(f"wrote {p}")
+    return 1 if row["diverged_at"] != "" else 0
+
+
+def _print_run(system, result: sweep.SweepResult, row: dict[str, Any]) -> None:
+    rate = sum(int(s) for s in result.state.step.tolist()) / max(result.seconds, 1e-9)
+    print(f"done in {result.seconds:.2f} s ({rate:,.0f} steps/s; first step {result.compile_seconds:.2f} s)")
+    for k in ("disc_loss", "gen_loss"):
+        if k in row:
+            print(f"final {'D' if k.startswith('disc') else 'G'} loss (mean of the last 10% of logged steps): "
+                  f"{row[k]:.4f}")
+    metrics = [(k, v) for k, v in row.items() if k not in ("seed", "disc_loss", "gen_loss", "diverged_at",
+                                                           "diverged_reason", "steps") and isinstance(v, float)]
+    if system.kind == "1d" and "gen_mean" in row:
+        print(f"generated: mean {row['gen_mean']:+.4f}  std {row['gen_std']:.4f}")
+        print(f"data:      mean {system.real_stats.get('mean', float('nan')):+.4f}  "
+              f"std {system.real_stats.get('std', float('nan')):.4f}")
+        metrics = [(k, v) for k, v in metrics if not k.startswith("gen_")]
+    for k, v in metrics:
+        print(f"{k}: {v:.4g}")
+    if row["diverged_at"] != "":
+        print(f"WARNING: the run was flagged at step {row['diverged_at']} ({row['diverged_reason']}) and frozen "
+              "there; see --max-param, --max-output, --pinned-window")
+
+
+def _figures(out: Path, system, result: sweep.SweepResult) -> list[str | None]:
+    from funcgan import random as fr
+    from funcgan.step import generate
+
+    written = [R.plot_losses(out / "losses.png", system.name, result)]
+    first = sweep.seed_state(result.state, 0)
+    cond = None
+    if system.gan.conditional:
+        cond = system.data[0][:64] if system.n_classes == 0 else torch.arange(64) % system.n_classes
+        if cond.is_floating_point():
+            cond = cond.to(next(iter(first.gen.params.values())).dtype)
+    with torch.no_grad():
+        x = generate(system.gan, first, fr.key(7), 2500 if system.kind != "image" else 64, cond=cond)
+        written.append(R.plot_samples(out / "samples.png", system, x.float().cpu(), f"{system.name}: samples"))
+        if system.gan.ema is not None:
+            x = generate(system.gan, first, fr.key(7), 2500 if system.kind != "image" else 64, cond=cond,
+                         use_ema=True)
+            written.append(R.plot_samples(out / "samples_ema.png", system, x.float().cpu(),
+                                          f"{system.name}: EMA generator"))
+    return written
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    samples = _samples(args)
+    if args.resume:
+        spec, file, out = _resume(args, "sweep")
+        system = O.build_system(spec.config)
+        resume_file: Path | None = file
+    else:
+        cfg = O.system_config(args, sweep=True)
+        system = O.build_system(cfg)
+        axes = O.grid_values(args, system.gan)
+        seeds = O.parse_seeds(args.seeds) if args.seeds is not None else list(range(256))
+        points = sweep.grid(seeds, **axes)
+        try:
+            sweep.check_points(system.gan, points)
+        except ValueError as e:
+            raise CLIError(str(e))
+        steps = O.parse_int("steps", args.steps) if args.steps is not None else system.default_steps
+        spec = _common_spec(args, "sweep", cfg, points, steps)
+        out = prepare_out(args.out)
+        resume_file = None
+    hypers = R.hyper_names(spec.points)
+    print(f"funcgan sweep: {system.description}; {len(spec.points)} runs x {spec.steps} steps on {spec.device}, "
+          f"{spec.why}")  # type: ignore[attr-defined]
+    result = drive(spec, system, out, resume_file, show_progress=not args.no_progress)
+    rows = R.per_seed_rows(system, result, samples)
+    summary = R.summarize(rows, hypers)
+    rate = sum(int(s) for s in result.state.step.tolist()) / max(result.seconds, 1e-9)
+    print(f"trained in {result.seconds:.1f} s (first call {result.compile_seconds:.1f} s): {rate:,.0f} run-steps/s, "
+          f"{result.chunk_size} run(s) per call")
+    print(f"runs: {summary['runs']}, flagged as diverged: {summary['diverged']}")
+    for g in summary["groups"]:
+        label = ", ".join(f"{h}={g[h]}" for h in hypers) or "all runs"
+        print(f"  {label}: {g['seeds']} seeds, {g['diverged']} diverged (excluded)")
+        for col, st in g["metrics"].items():
+            print(f"    {col:<18} mean {st['mean']:+.4f}  std {st['std']:.4f}  q05 {st['q05']:+.4f}  "
+                  f"median {st['median']:+.4f}  q95 {st['q95']:+.4f}")
+    flagged = [r for r in rows if r["diverged_at"] != ""]
+    for r in flagged[:20]:
+        print(f"  diverged: seed {r['seed']} at step {r['diverged_at']} ({r['diverged_reason']})"
+              + "".join(f", {h}={r[h]}" for h in hypers))
+    if len(flagged) > 20:
+        print(f"  ... and {len(flagged) - 20} more (see per_seed.csv)")
+    if out is not None:
+        written = R.write_tables(out, rows, summary, spec.meta())
+        written.append(R.plot_losses(out / "losses.png", system.name, result))
+        if system.kind == "1d" and "gen_mean" in rows[0]:
+            written.append(_distribution_plot(out, system, rows))
+        written.append(str(out / "state.safetensors"))
+        for p in written:
+            if p:
+                print(f"wrote {p}")
+    return 0
+
+
+def _distribution_plot(out: Path, system, rows) -> str | None:
+    from funcgan.cli.plots import pyplot, save
+
+    plt = pyplot()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ok = [r for r in rows if r["diverged_at"] == "" and math.isfinite(r["gen_mean"])]
+    ax.scatter([r["gen_mean"] for r in ok], [r["gen_std"] for r in ok], s=6, alpha=0.6, label="runs")
+    ax.scatter([system.real_stats["mean"]], [system.real_stats["std"]], color="red", marker="x", s=80, label="data")
+    ax.set_xlabel("generated mean")
+    ax.set_ylabel("generated std")
+    ax.legend()
+    return save(fig, out / "distributions.png", 110)
