@@ -256,10 +256,10 @@ def update_player(
 
     def f(params: nets.Params):
         loss, buffers, aux = loss_fn(params, player.buffers)
-        return loss, (buffers, aux)
+        return loss, (buffers, () if aux is None else aux)
 
     grads, (loss, (buffers, aux)) = grad_and_value(f, has_aux=True)(player.params)
-    return apply_gradients(player._replace(buffers=buffers), grads, tx), loss, aux
+    return apply_gradients(player._replace(buffers=buffers), grads, tx), loss, (None if aux == () else aux)
 
 
 def apply_gradients(player: PlayerState, grads: nets.Params, tx: GradientTransformation) -> PlayerState:

@@ -10,7 +10,7 @@ import torch
 from funcgan import random as fr
 from funcgan import sweep, systems
 from funcgan.compile import ChainCaller, TransposeThinBmm, compile as compile_step
-from funcgan.train import init_state, make_train_step
+from funcgan.step import init_state, make_train_step
 from funcgan.tree import tree_index, tree_leaves
 
 
@@ -89,8 +89,8 @@ def _assert_runs_are_lone_runs(system, res, steps, atol):
         for _ in range(steps):
             state, _ = step(state, ())
         swept = tree_index(res.state, i)
-        for params in ("gen_params", "disc_params"):
-            for a, b in zip(tree_leaves(getattr(state, params)), tree_leaves(getattr(swept, params))):
+        for player in ("gen", "disc"):
+            for a, b in zip(tree_leaves(getattr(state, player).params), tree_leaves(getattr(swept, player).params)):
                 torch.testing.assert_close(a, b, rtol=0, atol=atol)
 
 

@@ -66,14 +66,9 @@ def _env():
 
 
 def _assert_same(one, two):
+    """Eager runs are the plain step whatever the process: the tables are equal, not just close."""
     assert [r["seed"] for r in two] == [r["seed"] for r in one] == [str(i) for i in range(7)]
-    for a, b in zip(one, two):
-        assert a.keys() == b.keys()
-        for k in a:
-            if k in ("seed", "diverged_at"):
-                assert a[k] == b[k]
-            else:  # same runs, different batch widths: equal up to float32 round-off
-                assert abs(float(a[k]) - float(b[k])) <= 1e-4 * max(1.0, abs(float(a[k]))), (k, a[k], b[k])
+    assert one == two
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="torchrun on POSIX")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -112,6 +113,169 @@ def test_mismatched_param_dicts_are_rejected(mutate, exc, match):
         nets.check_params(module, params)
 
 
+def test_spectral_norm_init_draws_from_the_key_and_matches_torch_defaults():
+    sn = torch.nn.utils.parametrizations.spectral_norm
+    module = nn.Sequential(sn(nn.Linear(6, 5)), nn.ReLU(), sn(nn.Conv2d(2, 3, 3)))
+    a, ba = nets.init_params(module, fr.key(0), torch.float64)
+    b, bb = nets.init_params(module, fr.key(0), torch.float64)
+    c, bc = nets.init_params(module, fr.key(1), torch.float64)
+    assert set(a) == {n for n, _ in module.named_parameters()} and set(ba) == {n for n, _ in module.named_buffers()}
+    assert all(torch.equal(a[k], b[k]) for k in a) and all(torch.equal(ba[k], bb[k]) for k in ba)
+    assert not torch.equal(ba["0.parametrizations.weight.0._u"], bc["0.parametrizations.weight.0._u"])
+    w = a["0.parametrizations.weight.original"]
+    assert w.abs().max() <= 1 / math.sqrt(6)  # torch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    # u, v: unit vectors after 15 power iterations, so u^T W v is (close to) the top singular value
+    u, v = ba["0.parametrizations.weight.0._u"], ba["0.parametrizations.weight.0._v"]
+    assert abs(float(u.norm()) - 1) < 1e-12 and abs(float(v.norm()) - 1) < 1e-12
+    sigma = float(torch.linalg.matrix_norm(w, ord=2))
+    assert abs(float(u @ w @ v) - sigma) < 1e-3 * sigma
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_spectral_norm_equals_torch_module_over_steps_lone_and_per_seed(train):
+    """The functional spectral norm against torch's parametrization (linear, conv, and transposed conv,
+    whose spectral norm runs over dim 1): weights and power-iteration vectors after several SGD steps,
+    for one run and for each seed of a vmapped stack."""
+    sn = torch.nn.utils.parametrizations.spectral_norm
+    module = nn.Sequential(sn(nn.Linear(4, 6)), nn.LeakyReLU(0.2), nn.Unflatten(1, (1, 6)),
+                           sn(nn.Conv1d(1, 2, 3)), sn(nn.ConvTranspose1d(2, 2, 1)), nn.Flatten(),
+                           sn(nn.Linear(8, 1))).double().train(train)
+    apply = nets.make_apply(module)
+    x = fr.normal(fr.key(9), (5, 4), torch.float64)
+    states = [nets.init_params(module, fr.key(s), torch.float64) for s in (0, 1, 2)]
+
+    def loss(p, b):
+        out, nb = apply(p, b, x, train=train)
+        return out.pow(2).mean(), nb
+
+    def sgd(p, b):
+        g, nb = torch.func.grad(loss, has_aux=True)(p, b)
+        return {k: p[k] - 0.1 * g[k] for k in p}, nb
+
+    from funcgan.tree import tree_stack
+
+    stacked = tree_stack([s[0] for s in states]), tree_stack([s[1] for s in states])
+    for _ in range(4):
+        stacked = torch.func.vmap(sgd)(*stacked)
+    for i, (p, b) in enumerate(states):
+        live = nets.load_into_module(copy.deepcopy(module), p, b).train(train)
+        opt = torch.optim.SGD(live.parameters(), lr=0.1)
+        for _ in range(4):
+            opt.zero_grad()
+            live(x).pow(2).mean().backward()
+            opt.step()
+            p, b = sgd(p, b)
+        for n, t in live.named_parameters():
+            torch.testing.assert_close(p[n], t.detach(), rtol=1e-12, atol=1e-14)
+            torch.testing.assert_close(stacked[0][n][i], t.detach(), rtol=1e-12, atol=1e-14)
+        for n, t in live.named_buffers():
+            torch.testing.assert_close(b[n], t, rtol=1e-12, atol=1e-14)
+            torch.testing.assert_close(stacked[1][n][i], t, rtol=1e-12, atol=1e-14)
+        if not train:  # eval mode never moves u, v
+            assert all(torch.equal(b[n], states[i][1][n]) for n in b)
+        else:
+            assert not all(torch.equal(b[n], states[i][1][n]) for n in b)
+
+
+def test_weight_norm_is_batchable_and_equals_torch():
+    wn = torch.nn.utils.parametrizations.weight_norm
+    module = nn.Sequential(wn(nn.Linear(3, 4)), nn.Tanh(), nn.Linear(4, 1)).double()
+    params, buffers = nets.init_params(module, fr.key(0), torch.float64)
+    g, v = params["0.parametrizations.weight.original0"], params["0.parametrizations.weight.original1"]
+    torch.testing.assert_close(g, torch.norm_except_dim(v, 2, 0), rtol=1e-14, atol=0)  # g = ||w||, v = w
+    apply = nets.make_apply(module)
+    x = fr.normal(fr.key(1), (5, 3), torch.float64)
+    live = nets.load_into_module(module, params)
+    torch.testing.assert_close(apply(params, buffers, x)[0], live(x), rtol=1e-14, atol=1e-15)
+    from funcgan.tree import tree_stack
+
+    with _no_fallback():
+        out = torch.func.vmap(lambda p: apply(p, {}, x)[0])(tree_stack([params, params]))
+    torch.testing.assert_close(out[1], live(x), rtol=1e-14, atol=1e-15)
+
+
+class _no_fallback:
+    """vmap's slow per-example fallback raises instead of warning."""
+
+    def __enter__(self):
+        torch._C._functorch._set_vmap_fallback_enabled(False)
+
+    def __exit__(self, *exc):
+        torch._C._functorch._set_vmap_fallback_enabled(True)
+
+
+def test_keyed_dropout_is_reproducible_per_key_and_matches_the_keyed_module():
+    module = nets.mlp(3, [16, 16], 1, "relu", dropout=0.5)
+    params, buffers = nets.init_params(module, fr.key(0))
+    apply = nets.make_apply(module)
+    assert apply.stochastic == ["2", "5"]
+    x = fr.normal(fr.key(1), (8, 3))
+    a, _ = apply(params, buffers, x, key=fr.key(5))
+    b, _ = apply(params, buffers, x, key=fr.key(5))
+    c, _ = apply(params, buffers, x, key=fr.key(6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    live = nets.keyed(copy.deepcopy(module))
+    nets.load_into_module(live, params)
+    nets.set_forward_key(live, fr.key(5))
+    assert torch.equal(live(x), a)
+    ev, _ = apply(params, buffers, x, train=False)
+    assert torch.equal(ev, nets.load_into_module(module, params).eval()(x))  # eval: no dropout
+    with pytest.raises(ValueError, match=r"in-module randomness \(2, 5\) needs a key"):
+        apply(params, buffers, x)
+    # per seed under vmap: each seed's key gives that seed's mask
+    keys = fr.key(torch.tensor([5, 6]))
+    outs = torch.func.vmap(lambda k: apply(params, buffers, x, key=k)[0], randomness="error")(keys)
+    assert torch.equal(outs[0], a) and torch.equal(outs[1], c)
+
+
+def test_channel_dropout_drops_whole_channels():
+    module = nn.Sequential(nn.Conv2d(1, 6, 1), nn.Dropout2d(0.5))
+    params, buffers = nets.init_params(module, fr.key(0))
+    out, _ = nets.make_apply(module)(params, buffers, torch.ones(2, 1, 3, 3), key=fr.key(1))
+    per_channel = (out == 0).flatten(2).all(-1) | (out != 0).flatten(2).all(-1)
+    assert per_channel.all() and (out == 0).any()
+
+
+def test_batchnorm_eval_mode_uses_running_statistics():
+    module = nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4))
+    params, buffers = nets.init_params(module, fr.key(0))
+    apply = nets.make_apply(module)
+    x = fr.normal(fr.key(1), (64, 2))
+    _, buffers = apply(params, buffers, x)  # one train-mode forward moves the statistics
+    big, _ = apply(params, buffers, x[:64], train=False)
+    small, _ = apply(params, buffers, x[:2], train=False)
+    assert torch.equal(big[:2], small)  # eval: the same z gives the same output at any batch size
+    tb, _ = apply(params, buffers, x[:64])
+    ts, _ = apply(params, buffers, x[:2])
+    assert not torch.allclose(tb[:2], ts)
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: nn.Sequential(nn.Linear(2, 2), nn.RReLU()), "'1' \\(RReLU\\) draws from torch's global RNG"),
+    (lambda: torch.nn.utils.spectral_norm(nn.Linear(2, 2)), "hook-based torch.nn.utils.spectral_norm"),
+])
+def test_modules_funcgan_cannot_make_functional_are_refused_by_name(make, match):
+    with pytest.raises(TypeError, match=match):
+        nets.make_apply(make())
+
+
+def test_global_rng_inside_forward_is_refused_naming_the_module():
+    from funcgan import loops, losses, systems
+
+    class Noisy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(1, 1)
+
+        def forward(self, x):
+            return self.lin(x + 0.1 * torch.randn_like(x))
+
+    g = systems.make_system("gaussian1d").gan
+    with pytest.raises(ValueError, match="discriminator's module 'Noisy' draws from torch's global RNG"):
+        systems.System(g.with_options(disc=Noisy(), loop=loops.Alternating(objective=losses.nonsaturating())), (),
+                       "1d")
+
+
 def test_unknown_module_type_is_rejected():
     class Odd(nn.Module):
         def __init__(self):
@@ -120,3 +284,22 @@ def test_unknown_module_type_is_rejected():
 
     with pytest.raises(TypeError, match="no default initialisation known for parameter 'w' of Odd"):
         nets.init_params(Odd(), fr.key(0))
+
+
+def test_normal_init_is_dcgans():
+    module = nets.DCGANDiscriminator(width=8)
+    params, _ = nets.normal_init()(module, fr.key(0))
+    w = params["features.0.weight"]
+    assert abs(float(w.std()) - 0.02) < 0.003 and abs(float(w.mean())) < 0.003
+    bn = params["features.3.weight"]
+    assert abs(float(bn.mean()) - 1) < 0.02 and torch.equal(params["features.3.bias"], torch.zeros_like(bn))
+
+
+def test_state_dict_export_loads_into_the_module():
+    sn = torch.nn.utils.parametrizations.spectral_norm
+    module = nn.Sequential(sn(nn.Linear(3, 4)), nn.BatchNorm1d(4))
+    params, buffers = nets.init_params(module, fr.key(0))
+    fresh = nn.Sequential(sn(nn.Linear(3, 4)), nn.BatchNorm1d(4))
+    fresh.load_state_dict(nets.to_state_dict(module, params, buffers))
+    for n, p in fresh.named_parameters():
+        assert torch.equal(p, params[n])

@@ -150,6 +150,8 @@ def drive(spec: RunSpec, system: System, out: Path | None, resume_file: Path | N
         if not quiet:
             print(f"resumed from {resume_file}: {len(spec.points)} run(s) at step {done}"
                   + (f" to {int(states.step.max())}" if int(states.step.max()) != done else ""))
+    if out is not None:
+        ckpt.remove_stale_temporaries(out)  # what a writer killed mid-write left
     done_steps = int(states.step.sum()) if states is not None else 0
     total = len(spec.points) * spec.steps - done_steps
     bar = progress_bar(max(total, 0), f"{system.name}", show_progress)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -197,34 +198,56 @@ def _figures(out: Path, system, result: sweep.SweepResult) -> list[str | None]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from funcgan.cli import shard
+
     samples = _samples(args)
+    rank, world = shard.dist_info()
+    store = shard.rendezvous() if world > 1 else None
+    if world > 1 and (args.device or "cpu").startswith("cuda"):
+        args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(args.device)
     if args.resume:
+        resume = args.resume if world == 1 else str(Path(args.resume) / f"rank{rank}")
+        args.resume = resume
         spec, file, out = _resume(args, "sweep")
         system = O.build_system(spec.config)
         resume_file: Path | None = file
+        all_points = spec.meta().get("all_points") or spec.points
     else:
         cfg = O.system_config(args, sweep=True)
         system = O.build_system(cfg)
         axes = O.grid_values(args, system.gan)
         seeds = O.parse_seeds(args.seeds) if args.seeds is not None else list(range(256))
-        points = sweep.grid(seeds, **axes)
+        all_points = sweep.grid(seeds, **axes)
         try:
-            sweep.check_points(system.gan, points)
+            sweep.check_points(system.gan, all_points)
         except ValueError as e:
             raise CLIError(str(e))
         steps = O.parse_int("steps", args.steps) if args.steps is not None else system.default_steps
-        spec = _common_spec(args, "sweep", cfg, points, steps)
-        out = prepare_out(args.out)
+        lo, hi = shard.shard(len(all_points), rank, world)
+        spec = _common_spec(args, "sweep", cfg, all_points[lo:hi], steps)
+        out_dir = args.out if world == 1 or args.out is None else str(Path(args.out) / f"rank{rank}")
+        out = prepare_out(out_dir)
         resume_file = None
-    hypers = R.hyper_names(spec.points)
-    print(f"funcgan sweep: {system.description}; {len(spec.points)} runs x {spec.steps} steps on {spec.device}, "
-          f"{spec.why}")  # type: ignore[attr-defined]
-    result = drive(spec, system, out, resume_file, show_progress=not args.no_progress)
-    rows = R.per_seed_rows(system, result, samples)
+    hypers = R.hyper_names(all_points)
+    if rank == 0:
+        print(f"funcgan sweep: {system.description}; {len(all_points)} runs x {spec.steps} steps on {spec.device}, "
+              f"{spec.why}" + (f" ({world} processes)" if world > 1 else ""))  # type: ignore[attr-defined]
+    rows: list[dict[str, Any]] = []
+    result = None
+    if spec.points:
+        result = drive(spec, system, out, resume_file, show_progress=not args.no_progress and rank == 0,
+                       quiet=rank != 0)
+        rows = R.per_seed_rows(system, result, samples)
+    if world > 1:
+        rows = shard.gather_rows(store, rows, rank, world)
+        if rank != 0:
+            return 0
     summary = R.summarize(rows, hypers)
-    rate = sum(int(s) for s in result.state.step.tolist()) / max(result.seconds, 1e-9)
-    print(f"trained in {result.seconds:.1f} s (first call {result.compile_seconds:.1f} s): {rate:,.0f} run-steps/s, "
-          f"{result.chunk_size} run(s) per call")
+    if result is not None:
+        rate = sum(int(s) for s in result.state.step.tolist()) / max(result.seconds, 1e-9)
+        print(f"trained in {result.seconds:.1f} s (first call {result.compile_seconds:.1f} s): {rate:,.0f} run-steps/s"
+              f"{' on rank 0' if world > 1 else ''}, {result.chunk_size} run(s) per call")
     print(f"runs: {summary['runs']}, flagged as diverged: {summary['diverged']}")
     for g in summary["groups"]:
         label = ", ".join(f"{h}={g[h]}" for h in hypers) or "all runs"
@@ -238,12 +261,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
               + "".join(f", {h}={r[h]}" for h in hypers))
     if len(flagged) > 20:
         print(f"  ... and {len(flagged) - 20} more (see per_seed.csv)")
-    if out is not None:
-        written = R.write_tables(out, rows, summary, spec.meta())
-        written.append(R.plot_losses(out / "losses.png", system.name, result))
-        if system.kind == "1d" and "gen_mean" in rows[0]:
-            written.append(_distribution_plot(out, system, rows))
-        written.append(str(out / "state.safetensors"))
+    top = None if args.out is None and out is None else (Path(args.out) if args.out else out)
+    if world > 1 and top is not None and top.name == f"rank{rank}":
+        top = top.parent
+    if top is not None:
+        meta = {**spec.meta(), "points": all_points, "world_size": world}
+        written = R.write_tables(top, rows, summary, meta)
+        if result is not None and world == 1:
+            written.append(R.plot_losses(top / "losses.png", system.name, result))
+            if system.kind == "1d" and "gen_mean" in rows[0]:
+                written.append(_distribution_plot(top, system, rows))
+            written.append(str(top / "state.safetensors"))
         for p in written:
             if p:
                 print(f"wrote {p}")

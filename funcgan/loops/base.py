@@ -179,6 +179,8 @@ class Context:
         self.gan, self.loop, self.hp, self.step, self.lazy = gan, loop, state.hparams, state.step, lazy
         self._net_key = inputs["net_key"]
         self._count = 0
+        # keys feed dropout only: networks without in-module randomness need none (and compute none)
+        self._keyed = bool(gan.gen_apply.stochastic or gan.disc_apply.stochastic)
 
     # -- keys and networks -----------------------------------------------------------------
     def with_key(self, net_key: torch.Tensor) -> "Context":
@@ -186,12 +188,13 @@ class Context:
         same computation twice under ``ctx.with_key(k)`` gives the same dropout masks."""
         sub = object.__new__(Context)
         sub.gan, sub.loop, sub.hp, sub.step, sub.lazy = self.gan, self.loop, self.hp, self.step, self.lazy
-        sub._net_key, sub._count = net_key, 0
+        sub._net_key, sub._count, sub._keyed = net_key, 0, self._keyed
         return sub
 
-    def key(self) -> torch.Tensor:
-        """The key of the next network forward: ``fold_in(net_key, i)`` for the ``i``-th."""
-        k = fr.fold_in(self._net_key, self._count)
+    def key(self) -> torch.Tensor | None:
+        """The key of the next network forward: ``fold_in(net_key, i)`` for the ``i``-th (``None``, and
+        nothing computed, when neither network has in-module randomness)."""
+        k = fr.fold_in(self._net_key, self._count) if self._keyed else None
         self._count += 1
         return k
 

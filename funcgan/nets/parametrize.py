@@ -86,18 +86,27 @@ class FunctionalSpectralNorm(nn.Module):
         return value
 
 
+def _norm_except_dim(v: torch.Tensor, dim: int) -> torch.Tensor:
+    """``torch.norm_except_dim(v, 2, dim)`` in batchable ops (the 2-norm over every dim but ``dim``)."""
+    if dim == -1:
+        return torch.linalg.vector_norm(v)
+    dims = [d for d in range(v.dim()) if d != dim]
+    return torch.linalg.vector_norm(v, dim=dims, keepdim=True)
+
+
 class FunctionalWeightNorm(nn.Module):
-    """``_WeightNorm`` as ``v * (g / norm_except_dim(v, 2, dim))`` (batchable; ``torch._weight_norm``'s value)."""
+    """``_WeightNorm`` as ``v * (g / ||v||)``, the norm over every dim but ``dim`` (batchable, unlike
+    ``torch._weight_norm`` and ``torch.norm_except_dim``, which fall back to a per-seed loop)."""
 
     def __init__(self, dim: int | None):
         super().__init__()
         self.dim = -1 if dim is None else dim
 
     def forward(self, weight_g: torch.Tensor, weight_v: torch.Tensor) -> torch.Tensor:
-        return weight_v * (weight_g / torch.norm_except_dim(weight_v, 2, self.dim))
+        return weight_v * (weight_g / _norm_except_dim(weight_v, self.dim))
 
     def right_inverse(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.norm_except_dim(weight, 2, self.dim), weight
+        return _norm_except_dim(weight, self.dim), weight
 
 
 def functional_parametrization(m: nn.Module, where: str) -> nn.Module:

@@ -86,6 +86,9 @@ def dataset_sampler(x_index: int = 0, cond_index: int | None = None) -> Callable
     """
 
     def sample(key: torch.Tensor, data: Data, batch_shape: tuple[int, ...], dtype: torch.dtype = torch.float32):
+        if not data[x_index].is_floating_point():
+            raise TypeError(f"the examples (data[{x_index}]) must be floating point, got {data[x_index].dtype}; "
+                            "convert them first (for 8-bit images: x.float() / 255)")
         idx = fr.randint(key, batch_shape, 0, data[x_index].shape[0])
         cond = None
         if cond_index is not None:
@@ -200,6 +203,8 @@ def validate(system: System) -> None:
             raise ValueError(f"{who}: data[{i}] must have at least one example, got shape {tuple(x.shape)}")
     try:
         real = gan.sample_real(fr.key(0), system.data, (2,), torch.float32)
+    except TypeError as e:
+        raise TypeError(f"{who}: sample_real failed on the data: {e}") from e
     except Exception as e:
         raise ValueError(f"{who}: sample_real failed on the data: {e}") from e
     if not isinstance(real, Batch):
@@ -241,11 +246,12 @@ def validate(system: System) -> None:
                              f"got {tuple(out.shape)} for a batch of 2")
     obj = gan.loop.objective
     d_args = (real.x, real.cond) if gan.conditional else (real.x,)
-    if obj.output == "probs":
-        out, _ = gan.D(dp, db, real.x, real.cond, key=k)
-        if not bool(((out >= 0) & (out <= 1)).all()):
+    if obj.output == "probs":  # probabilities stay in [0, 1] for any input; logits leave it for large ones
+        probes = (real.x, fake.detach(), 1e3 * real.x, 1e3 * fr.normal(fr.key(5), tuple(real.x.shape)))
+        outs = torch.cat([gan.D(dp, db, x, real.cond, key=k)[0].flatten() for x in probes])
+        if not bool(((outs >= 0) & (outs <= 1)).all()):
             raise ValueError(f"{who}: objective '{obj.name}' works on probabilities, but the discriminator's "
-                             f"outputs on a real batch lie in [{float(out.min()):.3g}, {float(out.max()):.3g}]; "
+                             f"outputs lie in [{float(outs.min()):.3g}, {float(outs.max()):.3g}]; "
                              "end D in a sigmoid, or use an objective on logits")
     else:
         live = nets.load_into_module(copy.deepcopy(gan.disc).float(), dp, db)

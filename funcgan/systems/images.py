@@ -22,16 +22,22 @@ __all__ = ["dcgan", "sngan", "cgan"]
 
 def dcgan(batch_size: int = 64, latent_dim: int = 100, width: int = 32, lr: float = 2e-4,
           betas: tuple[float, float] = (0.5, 0.999), gen_lr: float | None = None, disc_lr: float | None = None,
+          disc_norm: str | None = None,
           loop: Any = None, objective: Any = None, penalties: Any = None, n_disc: int | None = None,
           loop_options: dict | None = None, scheme: Any = None, ema: float | None = None) -> System:
     """The pytorch/examples DCGAN (Radford et al. 2016) at 32x32: BatchNorm in both nets, weights
     ``N(0, 0.02)``, ``nn.BCELoss`` on a sigmoid D, Adam 2e-4 (0.5, 0.999), and the example's loop:
     one G forward reused, D on real + ``fake.detach()`` in one optimizer step, G through the same
-    ``fake`` (``ReuseFake``)."""
+    ``fake`` (``ReuseFake``). With an input-gradient penalty (WGAN-GP, DRAGAN, R1, R2) D's BatchNorm
+    becomes a per-example LayerNorm, as Gulrajani et al. (2017) prescribe for a penalised critic;
+    ``disc_norm`` ("batch", "layer", "none") chooses explicitly."""
     x, _, source = D.digits32()
     lp = resolve_loop(ReuseFake(objective=losses.bce_probs()), loop, objective, penalties, n_disc, loop_options, scheme)
     probs = lp.objective.output == "probs"
-    gan = GAN(gen=nets.DCGANGenerator(latent_dim, width, 1), disc=nets.DCGANDiscriminator(width, 1, probs),
+    if disc_norm is None:
+        disc_norm = "layer" if any(getattr(p, "kind", "") in ("gp", "dragan", "r1", "r2") for p in lp.penalties) \
+            else "batch"
+    gan = GAN(gen=nets.DCGANGenerator(latent_dim, width, 1), disc=nets.DCGANDiscriminator(width, 1, probs, disc_norm),
               loop=lp, sample_real=dataset_sampler(0), latent_dim=(latent_dim, 1, 1), batch_size=batch_size,
               gen_opt=OptimizerSpec("adam", gen_lr or lr, betas), disc_opt=OptimizerSpec("adam", disc_lr or lr, betas),
               name="dcgan", ema=ema, gen_init=nets.normal_init(), disc_init=nets.normal_init())

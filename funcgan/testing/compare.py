@@ -27,7 +27,7 @@ from funcgan.testing.reference import ImperativeStep, ReferenceRun, reference_st
 
 __all__ = ["Report", "compare", "assert_equivalent", "adam_moments", "DEFAULT_TOLERANCES"]
 
-#: Tolerances (max abs difference) used by ``funcgan verify`` and the test suite.
+#: Tolerances (max difference, absolute up to scale 1, relative above) used by ``funcgan verify`` and the tests.
 #: float64: both sides compute the same formulas; differences are float64 round-off
 #: in reduction order, ~1e-15, amplified by at most a few orders over 20 steps.
 #: float32: per-step round-off of ~1e-7 relative, amplified by Adam for coordinates
@@ -40,7 +40,8 @@ DEFAULT_TOLERANCES = {torch.float64: {"params": 1e-10, "buffers": 1e-10, "losses
 
 @dataclass
 class Report:
-    """Largest absolute differences between the functional and the imperative run."""
+    """Largest differences between the functional and the imperative run: absolute, or relative to a
+    tensor's scale where its values exceed 1 (see ``_maxdiff``); losses absolute up to 1, relative above."""
 
     steps: int
     dtype: torch.dtype
@@ -84,12 +85,17 @@ def _torch_moments(opt: torch.optim.Optimizer | None, module: torch.nn.Module) -
 
 
 def _maxdiff(a: dict, b: dict) -> tuple[float, str]:
+    """The largest ``max|a - b| / max(1, max|b|)`` over the tensors (differences relative to the
+    tensor's scale when it exceeds 1: Adam's second moments of a steep loss reach 1e4 and more)."""
     worst, name = 0.0, ""
     for k in a:
         if not a[k].is_floating_point():
             d = float((a[k] != b[k]).any())
+        elif a[k].numel():
+            ref = b[k].to(a[k].dtype)
+            d = float((a[k] - ref).abs().max()) / max(1.0, float(ref.abs().max()))
         else:
-            d = float((a[k] - b[k].to(a[k].dtype)).abs().max()) if a[k].numel() else 0.0
+            d = 0.0
         if d > worst or not name:
             worst, name = d, k
     return worst, name
@@ -135,7 +141,7 @@ def compare(
         if not shared:
             raise ValueError("compare: the imperative step returned no metric the functional step has "
                              f"(functional: {sorted(metrics)}; imperative: {sorted(ref_losses)})")
-        loss_diff = max(abs(float(metrics[k]) - v) for k, v in ref_losses.items() if k in metrics)
+        loss_diff = max(abs(float(metrics[k]) - v) / max(1.0, abs(v)) for k, v in ref_losses.items() if k in metrics)
         report.per_step_losses.append(loss_diff)
         report.losses = max(report.losses, loss_diff)
         pairs = [(state.gen.params, run.gen_params()), (state.disc.params, run.disc_params())]

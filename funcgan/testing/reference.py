@@ -77,6 +77,7 @@ class ReferenceRun:
         self.d_override: dict[str, torch.Tensor] | None = None  # look-ahead weights (unrolled)
         self._keys: torch.Tensor | None = None
         self._count = 0
+        self._keyed = bool(gan.gen_apply.stochastic or gan.disc_apply.stochastic)
 
     @staticmethod
     def _module(module, player, device, dtype):
@@ -89,15 +90,16 @@ class ReferenceRun:
         """Start a step: forward keys come from ``inputs["net_key"]``."""
         self._keys, self._count = inputs["net_key"], 0
 
-    def key(self) -> torch.Tensor:
-        k = fr.fold_in(self._keys, self._count)
+    def key(self) -> torch.Tensor | None:
+        k = fr.fold_in(self._keys, self._count) if self._keyed else None
         self._count += 1
         return k
 
     def g(self, z, cond, key, train: bool = True):
         """``G(z)`` / ``G(z, cond)`` / ``G(cond)`` in train (or eval) mode with a forward key."""
         self.G.train(train)
-        nets.set_forward_key(self.G, key)
+        if key is not None:
+            nets.set_forward_key(self.G, key)
         gan = self.gan
         args = tuple(a for a in ((z if gan.latent_shape else None), (cond if gan.conditional else None))
                      if a is not None)
@@ -108,7 +110,8 @@ class ReferenceRun:
     def d(self, x, cond, key, train: bool = True):
         """``D(x)`` / ``D(x, cond)`` in train (or eval) mode with a forward key."""
         self.D.train(train)
-        nets.set_forward_key(self.D, key)
+        if key is not None:
+            nets.set_forward_key(self.D, key)
         args = (x, cond) if self.gan.conditional else (x,)
         if self.d_override is not None:  # D with graph-connected look-ahead weights
             out = torch.func.functional_call(self.D, self.d_override, args, strict=False)
@@ -406,7 +409,7 @@ def simultaneous_step(run: ReferenceRun, inputs: dict[str, Any]) -> dict[str, fl
 def _sub_keys(run: ReferenceRun, parent: tuple[torch.Tensor, int]) -> None:
     """Switch to the keys of one field evaluation: ``fold_in(net_key, i)`` of the parent's next key."""
     keys, count = parent
-    run._keys, run._count = fr.fold_in(keys, count), 0
+    run._keys, run._count = (fr.fold_in(keys, count) if run._keyed else keys), 0
 
 
 def extragradient_step(run: ReferenceRun, inputs: dict[str, Any]) -> dict[str, float]:
@@ -616,10 +619,13 @@ def unrolled_step(run: ReferenceRun, inputs: dict[str, Any]) -> dict[str, float]
 
 
 def _restore_buffers(module: torch.nn.Module, buffers: dict) -> None:
-    with torch.no_grad():
-        for n, b in module.named_buffers():
-            if n in buffers:
-                b.copy_(buffers[n])
+    """Put saved buffers back as fresh tensors (not in place: a look-ahead's graph may still hold the
+    tensors BatchNorm wrote, and autograd checks their versions)."""
+    for mod_name, mod in module.named_modules():
+        for b_name in list(mod._buffers):
+            full = f"{mod_name}.{b_name}" if mod_name else b_name
+            if full in buffers and mod._buffers[b_name] is not None:
+                mod._buffers[b_name] = buffers[full].detach().clone()
 
 
 REFERENCES: dict[type, ImperativeStep] = {
