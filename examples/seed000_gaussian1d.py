@@ -18,7 +18,7 @@ for t in range(1000):
     if (t + 1) % 200 == 0:
         print(f"step {t + 1}: D loss {float(metrics['disc/loss']):.4f}  G loss {float(metrics['gen/loss']):.4f}")
 
-samples = funcgan.train.generate(gan, state, fr.key(123), 10_000)
+samples = funcgan.generate(gan, state, fr.key(123), 10_000)
 print(f"generated mean {float(samples.mean()):+.3f} std {float(samples.std()):.3f} (data: 0, 1)")
 
 report = testing.assert_equivalent(system, seed=0, steps=20, dtype=torch.float64)

@@ -16,10 +16,10 @@ state = funcgan.init_state(gan, fr.key(2))
 for t in range(1500):
     state, metrics = step(state, system.data)
     if (t + 1) % 300 == 0:
-        print(f"step {t + 1}: D {float(metrics['disc/loss']):.3f}  G GAN {float(metrics['gen/loss_gan']):.3f}"
+        print(f"step {t + 1}: D {float(metrics['disc/loss']):.3f}  G {float(metrics['gen/loss']):.3f}"
               f"  L1 {float(metrics['gen/loss_l1']):.4f}")
 a, b = system.data
-fake = funcgan.train.generate(gan, state, fr.key(0), 256, condition=a[:256])
+fake = funcgan.generate(gan, state, fr.key(0), 256, cond=a[:256])
 print(f"mean |G(a) - b| on 256 pairs: {float((fake - b[:256]).abs().mean()):.4f}")
 report = testing.assert_equivalent(system, seed=2, steps=20, dtype=torch.float64)
 print(f"functional vs imperative (20 steps, float64): max param diff {report.params:.1e}")
