@@ -293,8 +293,10 @@ def run(
         offload: keep finished chunks' states on the CPU (default: when ``device`` is not the CPU).
         checkpoint: called with the sweep so far (a :class:`SweepResult` whose ``state`` holds
             every run: finished, in progress, not started) every ``checkpoint_every`` steps of a
-            chunk and at the end of every chunk.
-        checkpoint_every: steps between in-chunk checkpoints (default: only at chunk ends).
+            chunk, and at a chunk's end once ``checkpoint_every`` chunk-steps have passed since
+            the last one (at every chunk's end when ``checkpoint_every`` is None). The caller saves
+            the final result itself.
+        checkpoint_every: steps between checkpoints (default: only at chunk ends).
 
     Returns:
         A :class:`SweepResult`.
@@ -342,10 +344,14 @@ def run(
             for i, t in enumerate(prev_logged):
                 if t in row_of:
                     hist[k][row_of[t]] = v[i].to(torch.float64)
-    # every run's state lives here between chunks (built lazily: fresh runs are initialised when reached)
-    store: list[TrainState | None] = [None] * S
+    # finished (or resumed) runs wait here between chunks, as stacked states: (indices, state) pairs
     start = states.step.to("cpu").tolist() if states is not None else [0] * S
     pending = [i for i in range(S) if start[i] < steps]
+    parts: list[tuple[list[int], TrainState]] = []
+    if states is not None:
+        done = [i for i in range(S) if start[i] >= steps]
+        if done:
+            parts.append((done, tree_map(lambda x: x[torch.tensor(done)].to(keep_on), states)))
     groups: list[list[int]] = []
     for s0 in sorted({start[i] for i in pending}, reverse=True):  # the runs furthest on first
         members = [i for i in pending if start[i] == s0]
@@ -357,19 +363,15 @@ def run(
         return init_sweep(gan, [points[i] for i in idx], dtype, device)
 
     def assemble(current: tuple[list[int], TrainState] | None) -> TrainState:
-        parts: list[TrainState] = []
-        cur_idx = {} if current is None else {j: n for n, j in enumerate(current[0])}
-        for i in range(S):
-            if i in cur_idx:
-                parts.append(tree_index(current[1], cur_idx[i]))
-            elif store[i] is not None:
-                parts.append(store[i])
-            elif states is not None:
-                parts.append(tree_index(states, i))
-            else:
-                store[i] = tree_index(init_sweep(gan, [points[i]], dtype, "cpu"), 0)
-                parts.append(store[i])
-        return tree_map(lambda *xs: torch.stack([x.to(keep_on) for x in xs]), *parts)
+        """Every run's state, in the points' order (runs not started yet as they start)."""
+        pieces = list(parts) + ([current] if current is not None else [])
+        have = {i for idx, _ in pieces for i in idx}
+        missing = [i for i in range(S) if i not in have]
+        if missing:
+            pieces.append((missing, materialise(missing)))
+        order = torch.tensor([i for idx, _ in pieces for i in idx])
+        inverse = torch.argsort(order)
+        return tree_map(lambda *xs: torch.cat([x.to(keep_on) for x in xs])[inverse], *(st for _, st in pieces))
 
     def result(state: TrainState, seconds: float, compile_seconds: float) -> SweepResult:
         return SweepResult(points, state, {k: v.clone() for k, v in hist.items()}, logged,
@@ -379,6 +381,7 @@ def run(
     t0 = time.perf_counter()
     compile_seconds = 0.0
     first_call = True
+    since_checkpoint = 0  # chunk-steps since the last checkpoint
     for idx in groups:
         n = len(idx)
         chunk = materialise(idx)
@@ -413,17 +416,19 @@ def run(
                         "cpu", torch.float64)
             if progress is not None:
                 progress(n)
+            since_checkpoint += 1
             if checkpoint is not None and checkpoint_every is not None and t % checkpoint_every == 0 and t < steps:
                 current = tree_map(lambda x: x[:n], chunk) if compile else tree_map(lambda x: x[None], chunk)
                 checkpoint(result(assemble((idx, current)), time.perf_counter() - t0, compile_seconds))
+                since_checkpoint = 0
         if not compile:
             chunk = tree_map(lambda x: x[None], chunk)
-        final = tree_map(lambda x: x[:n].to(keep_on, copy=True), chunk)
-        for j, i in enumerate(idx):
-            store[i] = tree_index(final, j)
+        parts.append((idx, tree_map(lambda x: x[:n].to(keep_on, copy=True), chunk)))
         del chunk
-        if checkpoint is not None:
+        # at a chunk's end, unless the last checkpoint is recent (many short eager runs)
+        if checkpoint is not None and (checkpoint_every is None or since_checkpoint >= checkpoint_every):
             checkpoint(result(assemble(None), time.perf_counter() - t0, compile_seconds))
+            since_checkpoint = 0
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
