@@ -8,7 +8,7 @@ keys, and one training step is one pure function that vmaps over thousands of
 seeds and compiles once.
 """
 
-from funcgan import guard, losses, loops, metrics, nets, optim, penalties, random, step, sweep, systems, testing, tree
+from funcgan import guard, loops, losses, metrics, nets, optim, penalties, random, step, sweep, systems, testing, tree
 from funcgan.loops import (
     Adaptive,
     Alternating,
@@ -29,10 +29,40 @@ from funcgan.systems import System, make_system
 __version__ = "0.2.0"
 
 __all__ = [
-    "random", "optim", "nets", "losses", "penalties", "loops", "step", "tree", "sweep", "systems", "testing",
-    "metrics", "guard",
-    "GAN", "System", "Batch", "PlayerState", "TrainState", "OptimizerSpec", "Objective",
-    "Alternating", "ReuseFake", "Pix2Pix", "Adaptive", "Simultaneous", "Extragradient", "Optimistic", "Consensus",
-    "Unrolled", "init_state", "make_train_step", "generate", "init_params", "make_apply", "make_system",
+    "random",
+    "optim",
+    "nets",
+    "losses",
+    "penalties",
+    "loops",
+    "step",
+    "tree",
+    "sweep",
+    "systems",
+    "testing",
+    "metrics",
+    "guard",
+    "GAN",
+    "System",
+    "Batch",
+    "PlayerState",
+    "TrainState",
+    "OptimizerSpec",
+    "Objective",
+    "Alternating",
+    "ReuseFake",
+    "Pix2Pix",
+    "Adaptive",
+    "Simultaneous",
+    "Extragradient",
+    "Optimistic",
+    "Consensus",
+    "Unrolled",
+    "init_state",
+    "make_train_step",
+    "generate",
+    "init_params",
+    "make_apply",
+    "make_system",
     "__version__",
 ]

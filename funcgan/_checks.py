@@ -34,8 +34,10 @@ def _value(x: Any) -> float:
 
 def check_scalar(fn: str, name: str, x: Any) -> None:
     if isinstance(x, bool) or not (isinstance(x, numbers.Real) or (isinstance(x, torch.Tensor) and x.dim() == 0)):
-        raise TypeError(f"{fn}: {name} must be a number or a 0-d tensor, got {type(x).__name__}"
-                        + (f" of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else ""))
+        raise TypeError(
+            f"{fn}: {name} must be a number or a 0-d tensor, got {type(x).__name__}"
+            + (f" of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else "")
+        )
 
 
 def check_positive(fn: str, name: str, x: Any, allow_zero: bool = False) -> None:

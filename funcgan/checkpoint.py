@@ -71,8 +71,12 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def save(path: str | os.PathLike, state: PyTree, meta: dict[str, Any] | None = None,
-         history: tuple[dict[str, torch.Tensor], list[int]] | None = None) -> str:
+def save(
+    path: str | os.PathLike,
+    state: PyTree,
+    meta: dict[str, Any] | None = None,
+    history: tuple[dict[str, torch.Tensor], list[int]] | None = None,
+) -> str:
     """Write ``state`` (and ``history``) to ``path`` atomically, with JSON-able ``meta``; returns the path."""
     st = _safetensors()
     path = Path(path)
@@ -106,7 +110,7 @@ def remove_stale_temporaries(directory: str | os.PathLike) -> list[str]:
         return removed
     for f in d.glob(f"{_TMP}*"):
         try:
-            pid = int(f.name[len(_TMP):].split("-", 1)[0])
+            pid = int(f.name[len(_TMP) :].split("-", 1)[0])
         except ValueError:
             continue
         if pid != os.getpid() and not _alive(pid):
@@ -164,19 +168,25 @@ def load(path: str | os.PathLike, like: PyTree, device: torch.device | str | Non
     missing = sorted(set(keys) - have)
     unexpected = sorted(have - set(keys))
     if missing or unexpected:
-        raise CheckpointError(f"checkpoint {path} does not match the run: missing {missing[:5] or 'none'}, "
-                              f"unexpected {unexpected[:5] or 'none'}")
+        raise CheckpointError(
+            f"checkpoint {path} does not match the run: missing {missing[:5] or 'none'}, "
+            f"unexpected {unexpected[:5] or 'none'}"
+        )
     leaves = []
     for k, (_, ref) in zip(keys, flat):
         t = tensors[k]
         if tuple(t.shape) != tuple(ref.shape) or t.dtype != ref.dtype:
-            raise CheckpointError(f"checkpoint {path}: '{k[6:]}' is {t.dtype}{tuple(t.shape)}, the run expects "
-                                  f"{ref.dtype}{tuple(ref.shape)}")
+            raise CheckpointError(
+                f"checkpoint {path}: '{k[6:]}' is {t.dtype}{tuple(t.shape)}, the run expects "
+                f"{ref.dtype}{tuple(ref.shape)}"
+            )
         leaves.append(t.to(device if device is not None else ref.device))
-    history = {k[len("history/"):]: v for k, v in tensors.items() if k.startswith("history/")}
+    history = {k[len("history/") :]: v for k, v in tensors.items() if k.startswith("history/")}
     logged = list(info.pop("logged_steps", []))
     for k, v in history.items():
         if v.dim() < 1 or v.shape[0] != len(logged):
-            raise CheckpointError(f"checkpoint {path}: history '{k}' has {v.shape[0] if v.dim() else 0} rows for "
-                                  f"{len(logged)} logged steps")
+            raise CheckpointError(
+                f"checkpoint {path}: history '{k}' has {v.shape[0] if v.dim() else 0} rows for "
+                f"{len(logged)} logged steps"
+            )
     return Checkpoint(tree_unflatten(leaves, spec), info, history, logged)

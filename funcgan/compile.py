@@ -18,7 +18,8 @@ pass installed for the inductor backend (other backends get no options).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -48,8 +49,12 @@ class TransposeThinBmm(_PassBase):
                 continue
             val = node.meta.get("val")
             a, b = node.args
-            if val is None or val.device.type != "cpu" or not isinstance(a, torch.fx.Node) \
-                    or not isinstance(b, torch.fx.Node):
+            if (
+                val is None
+                or val.device.type != "cpu"
+                or not isinstance(a, torch.fx.Node)
+                or not isinstance(b, torch.fx.Node)
+            ):
                 continue
             _, m, n = val.shape
             if not (isinstance(m, int) and isinstance(n, int) and n < m and n <= self.max_n):
@@ -81,8 +86,9 @@ def inductor_options(kernel_threads: int | None = None) -> dict[str, Any]:
     return opts
 
 
-def compile(fn: Callable, backend: str = "inductor", mode: str | None = None,
-            kernel_threads: int | None = None, **kwargs: Any) -> Callable:
+def compile(
+    fn: Callable, backend: str = "inductor", mode: str | None = None, kernel_threads: int | None = None, **kwargs: Any
+) -> Callable:
     """``torch.compile(fn, fullgraph=True, dynamic=False)`` with funcgan's inductor options.
 
     Args:

@@ -27,8 +27,16 @@ import torch
 
 from funcgan import random as fr
 
-__all__ = ["load_mnist", "load_digits", "glyph_digits", "paired_digits", "digits32", "upscale", "check_data",
-           "MNIST_FILES"]
+__all__ = [
+    "load_mnist",
+    "load_digits",
+    "glyph_digits",
+    "paired_digits",
+    "digits32",
+    "upscale",
+    "check_data",
+    "MNIST_FILES",
+]
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-images.idx3-ubyte")
 
@@ -154,7 +162,9 @@ def check_data(name: str, x: torch.Tensor, feature_shape: tuple[int, ...] | None
     if x.dim() < 2 or x.shape[0] == 0:
         raise ValueError(f"{name}: data must be (N, features...) with N >= 1, got shape {tuple(x.shape)}")
     if feature_shape is not None and tuple(x.shape[1:]) != tuple(feature_shape):
-        raise ValueError(f"{name}: data examples have shape {tuple(x.shape[1:])}, the discriminator expects {tuple(feature_shape)}")
+        raise ValueError(
+            f"{name}: data examples have shape {tuple(x.shape[1:])}, the discriminator expects {tuple(feature_shape)}"
+        )
     if not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).any(dim=tuple(range(1, x.dim()))).sum())
         raise ValueError(f"{name}: data holds non-finite values in {bad} example(s)")

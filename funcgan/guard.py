@@ -22,8 +22,8 @@ built-in systems reach (a test runs 256 seeds of each at default settings).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -34,8 +34,13 @@ from funcgan.tree import tree_all_finite, tree_leaves, tree_where
 __all__ = ["Guard", "REASONS", "guarded", "reason_name"]
 
 #: reason code -> description
-REASONS = {0: "", 1: "non-finite values", 2: "parameter magnitude", 3: "generated-output magnitude",
-           4: "loss pinned at its clamp"}
+REASONS = {
+    0: "",
+    1: "non-finite values",
+    2: "parameter magnitude",
+    3: "generated-output magnitude",
+    4: "loss pinned at its clamp",
+}
 
 
 def reason_name(code: int) -> str:
@@ -65,8 +70,9 @@ class Guard:
             value = getattr(self, name)
             if value is not None:
                 check_positive("Guard", name, value)
-        if self.pinned_window is not None and (isinstance(self.pinned_window, bool)
-                                               or not isinstance(self.pinned_window, int) or self.pinned_window < 1):
+        if self.pinned_window is not None and (
+            isinstance(self.pinned_window, bool) or not isinstance(self.pinned_window, int) or self.pinned_window < 1
+        ):
             raise ValueError(f"Guard: pinned_window must be an int >= 1 or None, got {self.pinned_window!r}")
         if not 0 < self.pinned_fraction <= 1:
             raise ValueError(f"Guard: pinned_fraction must be in (0, 1], got {self.pinned_fraction}")
@@ -82,8 +88,11 @@ def _pinned(metrics: Metrics, saturation: tuple[float | None, float | None], fra
     return torch.stack(flags).any()
 
 
-def guarded(step: Callable[[TrainState, Data], tuple[TrainState, Metrics]], guard: Guard,
-            saturation: tuple[float | None, float | None] = (None, None)):
+def guarded(
+    step: Callable[[TrainState, Data], tuple[TrainState, Metrics]],
+    guard: Guard,
+    saturation: tuple[float | None, float | None] = (None, None),
+):
     """``step`` wrapped by the guard: a flagged run keeps its previous state and reports NaN metrics.
 
     Args:
@@ -110,16 +119,19 @@ def guarded(step: Callable[[TrainState, Data], tuple[TrainState, Metrics]], guar
             at_clamp = _pinned(metrics, saturation, guard.pinned_fraction)
             if at_clamp is not None:
                 pinned = torch.where(at_clamp, pinned + 1, torch.zeros_like(pinned))
-                reason = torch.where((reason == 0) & (pinned >= guard.pinned_window), torch.full_like(reason, 4),
-                                     reason)
+                reason = torch.where(
+                    (reason == 0) & (pinned >= guard.pinned_window), torch.full_like(reason, 4), reason
+                )
         ok = alive & (reason == 0)
         kept = tree_where(ok, new, state)
         newly = alive & ~ok
-        kept = kept._replace(health={
-            "diverged_at": torch.where(newly, state.step, health["diverged_at"]),
-            "reason": torch.where(newly, reason, health["reason"]),
-            "pinned": torch.where(ok, pinned, health["pinned"]),
-        })
+        kept = kept._replace(
+            health={
+                "diverged_at": torch.where(newly, state.step, health["diverged_at"]),
+                "reason": torch.where(newly, reason, health["reason"]),
+                "pinned": torch.where(ok, pinned, health["pinned"]),
+            }
+        )
         nan = torch.tensor(float("nan"), dtype=torch.float64, device=state.step.device)
         metrics = {k: torch.where(ok, v.to(torch.float64), nan) for k, v in metrics.items()}
         return kept, metrics

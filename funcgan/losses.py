@@ -38,17 +38,30 @@ Reductions are batch means; D outputs may be ``(B, 1)`` or ``(B,)``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "Objective", "OBJECTIVES", "objective",
-    "minimax", "nonsaturating", "lsgan", "hinge", "wasserstein", "rsgan", "rasgan", "ralsgan", "rahinge",
-    "bce_probs", "clamped_log",
-    "bce", "bce_logits", "l1",
+    "Objective",
+    "OBJECTIVES",
+    "objective",
+    "minimax",
+    "nonsaturating",
+    "lsgan",
+    "hinge",
+    "wasserstein",
+    "rsgan",
+    "rasgan",
+    "ralsgan",
+    "rahinge",
+    "bce_probs",
+    "clamped_log",
+    "bce",
+    "bce_logits",
+    "l1",
 ]
 
 Loss = Callable[[torch.Tensor | None, torch.Tensor], torch.Tensor]
@@ -135,51 +148,75 @@ def _mean(x: torch.Tensor) -> torch.Tensor:
 def minimax() -> Objective:
     r"""The original minimax game on logits: G minimises :math:`\mathbb{E}\log(1-\sigma(D(G(z))))`
     (``-BCE(D(G(z)), 0)``), which saturates when D is confident."""
-    return Objective(disc=lambda r, f: bce_logits(r, 1.0) + bce_logits(f, 0.0),
-                     gen=lambda r, f: -bce_logits(f, 0.0), name="minimax",
-                     disc_real=lambda r: bce_logits(r, 1.0), disc_fake=lambda f: bce_logits(f, 0.0))
+    return Objective(
+        disc=lambda r, f: bce_logits(r, 1.0) + bce_logits(f, 0.0),
+        gen=lambda r, f: -bce_logits(f, 0.0),
+        name="minimax",
+        disc_real=lambda r: bce_logits(r, 1.0),
+        disc_fake=lambda f: bce_logits(f, 0.0),
+    )
 
 
 def nonsaturating() -> Objective:
     r"""The non-saturating GAN on logits: G minimises :math:`-\mathbb{E}\log\sigma(D(G(z)))`."""
-    return Objective(disc=lambda r, f: bce_logits(r, 1.0) + bce_logits(f, 0.0),
-                     gen=lambda r, f: bce_logits(f, 1.0), name="nonsaturating",
-                     disc_real=lambda r: bce_logits(r, 1.0), disc_fake=lambda f: bce_logits(f, 0.0))
+    return Objective(
+        disc=lambda r, f: bce_logits(r, 1.0) + bce_logits(f, 0.0),
+        gen=lambda r, f: bce_logits(f, 1.0),
+        name="nonsaturating",
+        disc_real=lambda r: bce_logits(r, 1.0),
+        disc_fake=lambda f: bce_logits(f, 0.0),
+    )
 
 
 def lsgan() -> Objective:
     r"""Least squares GAN (Mao et al. 2017): D :math:`\tfrac12\mathbb{E}(D(x)-1)^2 + \tfrac12\mathbb{E}D(\tilde x)^2`,
     G :math:`\tfrac12\mathbb{E}(D(\tilde x)-1)^2`."""
-    return Objective(disc=lambda r, f: 0.5 * ((r - 1) ** 2).mean() + 0.5 * (f ** 2).mean(),
-                     gen=lambda r, f: 0.5 * ((f - 1) ** 2).mean(), name="lsgan",
-                     disc_real=lambda r: 0.5 * ((r - 1) ** 2).mean(), disc_fake=lambda f: 0.5 * (f ** 2).mean())
+    return Objective(
+        disc=lambda r, f: 0.5 * ((r - 1) ** 2).mean() + 0.5 * (f**2).mean(),
+        gen=lambda r, f: 0.5 * ((f - 1) ** 2).mean(),
+        name="lsgan",
+        disc_real=lambda r: 0.5 * ((r - 1) ** 2).mean(),
+        disc_fake=lambda f: 0.5 * (f**2).mean(),
+    )
 
 
 def hinge() -> Objective:
     r"""Hinge loss (Lim & Ye 2017; SN-GAN): D :math:`\mathbb{E}\,\mathrm{relu}(1-D(x)) + \mathbb{E}\,\mathrm{relu}(1+D(\tilde x))`,
     G :math:`-\mathbb{E}D(\tilde x)`."""
-    return Objective(disc=lambda r, f: F.relu(1 - r).mean() + F.relu(1 + f).mean(),
-                     gen=lambda r, f: -f.mean(), name="hinge",
-                     disc_real=lambda r: F.relu(1 - r).mean(), disc_fake=lambda f: F.relu(1 + f).mean())
+    return Objective(
+        disc=lambda r, f: F.relu(1 - r).mean() + F.relu(1 + f).mean(),
+        gen=lambda r, f: -f.mean(),
+        name="hinge",
+        disc_real=lambda r: F.relu(1 - r).mean(),
+        disc_fake=lambda f: F.relu(1 + f).mean(),
+    )
 
 
 def wasserstein() -> Objective:
     r"""Wasserstein GAN (Arjovsky et al. 2017): critic :math:`\mathbb{E}D(\tilde x) - \mathbb{E}D(x)`,
     G :math:`-\mathbb{E}D(\tilde x)`. Needs a Lipschitz constraint: weight clipping or a gradient penalty."""
-    return Objective(disc=lambda r, f: f.mean() - r.mean(), gen=lambda r, f: -f.mean(), name="wasserstein",
-                     disc_real=lambda r: -r.mean(), disc_fake=lambda f: f.mean())
+    return Objective(
+        disc=lambda r, f: f.mean() - r.mean(),
+        gen=lambda r, f: -f.mean(),
+        name="wasserstein",
+        disc_real=lambda r: -r.mean(),
+        disc_fake=lambda f: f.mean(),
+    )
 
 
 def _pairs(r: torch.Tensor, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if r.shape != f.shape:
-        raise ValueError(f"relativistic objective: D's outputs on real {tuple(r.shape)} and generated "
-                         f"{tuple(f.shape)} batches must have the same shape (the same batch size)")
+        raise ValueError(
+            f"relativistic objective: D's outputs on real {tuple(r.shape)} and generated "
+            f"{tuple(f.shape)} batches must have the same shape (the same batch size)"
+        )
     return r, f
 
 
 def rsgan() -> Objective:
     r"""Relativistic standard GAN (Jolicoeur-Martineau 2019): D :math:`\mathrm{BCE}(C(x)-C(\tilde x), 1)`,
     G :math:`\mathrm{BCE}(C(\tilde x)-C(x), 1)`, pairing the i-th real and generated examples."""
+
     def disc(r, f):
         r, f = _pairs(r, f)
         return bce_logits(r - f, 1.0)
@@ -194,9 +231,12 @@ def rsgan() -> Objective:
 def rasgan() -> Objective:
     r"""Relativistic average standard GAN: D :math:`\tfrac12[\mathrm{BCE}(C(x)-\bar C(\tilde x), 1) + \mathrm{BCE}(C(\tilde x)-\bar C(x), 0)]`,
     G the same with the labels swapped (:math:`\bar C` is the batch mean)."""
-    return Objective(disc=lambda r, f: (bce_logits(r - f.mean(), 1.0) + bce_logits(f - r.mean(), 0.0)) / 2,
-                     gen=lambda r, f: (bce_logits(r - f.mean(), 0.0) + bce_logits(f - r.mean(), 1.0)) / 2,
-                     name="rasgan", gen_needs_real=True)
+    return Objective(
+        disc=lambda r, f: (bce_logits(r - f.mean(), 1.0) + bce_logits(f - r.mean(), 0.0)) / 2,
+        gen=lambda r, f: (bce_logits(r - f.mean(), 0.0) + bce_logits(f - r.mean(), 1.0)) / 2,
+        name="rasgan",
+        gen_needs_real=True,
+    )
 
 
 def ralsgan() -> Objective:
@@ -205,7 +245,9 @@ def ralsgan() -> Objective:
     return Objective(
         disc=lambda r, f: (((r - f.mean() - 1) ** 2).mean() + ((f - r.mean() + 1) ** 2).mean()) / 2,
         gen=lambda r, f: (((r - f.mean() + 1) ** 2).mean() + ((f - r.mean() - 1) ** 2).mean()) / 2,
-        name="ralsgan", gen_needs_real=True)
+        name="ralsgan",
+        gen_needs_real=True,
+    )
 
 
 def rahinge() -> Objective:
@@ -214,7 +256,9 @@ def rahinge() -> Objective:
     return Objective(
         disc=lambda r, f: (F.relu(1 - (r - f.mean())).mean() + F.relu(1 + (f - r.mean())).mean()) / 2,
         gen=lambda r, f: (F.relu(1 + (r - f.mean())).mean() + F.relu(1 - (f - r.mean())).mean()) / 2,
-        name="rahinge", gen_needs_real=True)
+        name="rahinge",
+        gen_needs_real=True,
+    )
 
 
 # ----------------------------------------------------------------------------- objectives on probabilities
@@ -223,9 +267,15 @@ def rahinge() -> Objective:
 def bce_probs() -> Objective:
     r"""The seeds' ``nn.BCELoss`` on probabilities (D ends in a sigmoid): D ``BCE(D(x), 1) + BCE(D(x~), 0)``,
     G ``BCE(D(x~), 1)`` (non-saturating). Each BCE term is pinned at 100 by torch's log clamp."""
-    return Objective(disc=lambda r, f: bce(r, 1.0) + bce(f, 0.0), gen=lambda r, f: bce(f, 1.0), name="bce",
-                     output="probs", disc_real=lambda r: bce(r, 1.0), disc_fake=lambda f: bce(f, 0.0),
-                     saturation=(100.0, 100.0))
+    return Objective(
+        disc=lambda r, f: bce(r, 1.0) + bce(f, 0.0),
+        gen=lambda r, f: bce(f, 1.0),
+        name="bce",
+        output="probs",
+        disc_real=lambda r: bce(r, 1.0),
+        disc_fake=lambda f: bce(f, 0.0),
+        saturation=(100.0, 100.0),
+    )
 
 
 def _clamped_real(r: torch.Tensor, low: float = 1e-3) -> torch.Tensor:
@@ -241,16 +291,30 @@ def clamped_log() -> Objective:
     - \mathbb{E}\log(1-\mathrm{clamp}(D(\tilde x), 0, 1-10^{-3}))`, G (saturating)
     :math:`\mathbb{E}\log(1-\mathrm{clamp}(D(\tilde x), 0, 1-10^{-3}))`. D's loss is pinned at
     :math:`-2\log 10^{-3} \approx 13.8` when it misjudges every example."""
-    return Objective(disc=lambda r, f: _clamped_real(r) + _clamped_fake(f), gen=lambda r, f: -_clamped_fake(f),
-                     name="clamped_log", output="probs", disc_real=_clamped_real, disc_fake=_clamped_fake,
-                     saturation=(-2 * torch.log(torch.tensor(1e-3, dtype=torch.float64)).item(), None))
+    return Objective(
+        disc=lambda r, f: _clamped_real(r) + _clamped_fake(f),
+        gen=lambda r, f: -_clamped_fake(f),
+        name="clamped_log",
+        output="probs",
+        disc_real=_clamped_real,
+        disc_fake=_clamped_fake,
+        saturation=(-2 * torch.log(torch.tensor(1e-3, dtype=torch.float64)).item(), None),
+    )
 
 
 #: name -> factory
 OBJECTIVES: dict[str, Callable[[], Objective]] = {
-    "minimax": minimax, "nonsaturating": nonsaturating, "lsgan": lsgan, "hinge": hinge, "wasserstein": wasserstein,
-    "rsgan": rsgan, "rasgan": rasgan, "ralsgan": ralsgan, "rahinge": rahinge,
-    "bce": bce_probs, "clamped_log": clamped_log,
+    "minimax": minimax,
+    "nonsaturating": nonsaturating,
+    "lsgan": lsgan,
+    "hinge": hinge,
+    "wasserstein": wasserstein,
+    "rsgan": rsgan,
+    "rasgan": rasgan,
+    "ralsgan": ralsgan,
+    "rahinge": rahinge,
+    "bce": bce_probs,
+    "clamped_log": clamped_log,
 }
 
 

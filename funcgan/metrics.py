@@ -33,7 +33,9 @@ def grid_means(side: int = 5, spacing: float = 2.0) -> torch.Tensor:
     return torch.cartesian_prod(c, c)
 
 
-def mixture_metrics(samples: torch.Tensor, means: torch.Tensor, std: float, min_count: int = 20) -> dict[str, torch.Tensor]:
+def mixture_metrics(
+    samples: torch.Tensor, means: torch.Tensor, std: float, min_count: int = 20
+) -> dict[str, torch.Tensor]:
     """Modes covered, fraction of high-quality samples and reverse KL of the mode histogram.
 
     Args:

@@ -36,8 +36,9 @@ in the critic.)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch.func import grad
@@ -45,8 +46,17 @@ from torch.func import grad
 from funcgan import random as fr
 from funcgan._checks import check_positive
 
-__all__ = ["Penalty", "Constraint", "gradient_penalty", "r1", "r2", "dragan", "weight_clipping", "input_gradients",
-           "per_example_coefficients"]
+__all__ = [
+    "Penalty",
+    "Constraint",
+    "gradient_penalty",
+    "r1",
+    "r2",
+    "dragan",
+    "weight_clipping",
+    "input_gradients",
+    "per_example_coefficients",
+]
 
 Buffers = dict[str, torch.Tensor]
 #: ``disc(x, buffers) -> (out, buffers)``: D with its parameters (and condition) fixed
@@ -118,6 +128,7 @@ def per_example_coefficients(u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def input_gradients(disc: DiscFn, x: torch.Tensor, buffers: Buffers) -> tuple[torch.Tensor, Buffers]:
     """``(dD(x).sum()/dx, buffers)``: per-example input gradients when D does not couple examples."""
+
     def total(inp: torch.Tensor):
         out, new = disc(inp, buffers)
         return out.sum(), new
@@ -174,8 +185,10 @@ def dragan(weight: float = 10.0, scale: float = 0.5, every: int = 1, name: str =
 
     def draw(key: torch.Tensor, real_x: torch.Tensor) -> dict[str, torch.Tensor]:
         ka, ku = fr.split(key)
-        return {"alpha": fr.uniform(ka, (real_x.shape[0],), real_x.dtype),
-                "u": fr.uniform(ku, tuple(real_x.shape), real_x.dtype)}
+        return {
+            "alpha": fr.uniform(ka, (real_x.shape[0],), real_x.dtype),
+            "u": fr.uniform(ku, tuple(real_x.shape), real_x.dtype),
+        }
 
     def value(disc: DiscFn, real_x, fake_x, noise, buffers):
         del fake_x

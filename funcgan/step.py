@@ -27,8 +27,9 @@ so their gradient is never computed.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -41,9 +42,24 @@ from funcgan.optim.base import GradientTransformation, apply_updates
 from funcgan.optim.spec import OptimizerSpec
 
 __all__ = [
-    "Batch", "PlayerState", "TrainState", "GAN", "Data", "Metrics", "Sampler", "Initializer",
-    "init_state", "make_train_step", "update_player", "apply_gradients", "step_key", "generate", "update_ema",
-    "check_state", "player_dtype", "HEALTH_KEYS",
+    "Batch",
+    "PlayerState",
+    "TrainState",
+    "GAN",
+    "Data",
+    "Metrics",
+    "Sampler",
+    "Initializer",
+    "init_state",
+    "make_train_step",
+    "update_player",
+    "apply_gradients",
+    "step_key",
+    "generate",
+    "update_ema",
+    "check_state",
+    "player_dtype",
+    "HEALTH_KEYS",
 ]
 
 Metrics = dict[str, torch.Tensor]
@@ -171,8 +187,10 @@ class GAN:
     def __post_init__(self) -> None:
         missing = [m for m in ("draw", "update", "check", "hparams", "init_extra") if not hasattr(self.loop, m)]
         if missing:
-            raise TypeError(f"GAN: loop must be a funcgan.loops.Loop (it lacks {', '.join(missing)}), "
-                            f"got {type(self.loop).__name__}")
+            raise TypeError(
+                f"GAN: loop must be a funcgan.loops.Loop (it lacks {', '.join(missing)}), "
+                f"got {type(self.loop).__name__}"
+            )
         object.__setattr__(self, "latent_shape", _as_shape(self.latent_dim))
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"GAN: batch_size must be an int >= 1, got {self.batch_size!r}")
@@ -184,36 +202,54 @@ class GAN:
             raise ValueError(f"GAN: ema_start must be an int >= 0, got {self.ema_start!r}")
         for role, opt in (("gen_opt", self.gen_opt), ("disc_opt", self.disc_opt)):
             if not isinstance(opt, (OptimizerSpec, GradientTransformation)):
-                raise TypeError(f"GAN: {role} must be an OptimizerSpec or a GradientTransformation, "
-                                f"got {type(opt).__name__}")
+                raise TypeError(
+                    f"GAN: {role} must be an OptimizerSpec or a GradientTransformation, got {type(opt).__name__}"
+                )
         for k, v in self.hparams.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ValueError(f"GAN: hparams['{k}'] must be a finite number, got {v!r}")
         object.__setattr__(self, "gen_apply", nets.make_apply(self.gen, f"{self.name} generator"))
         object.__setattr__(self, "disc_apply", nets.make_apply(self.disc, f"{self.name} discriminator"))
-        object.__setattr__(self, "gen_tx", self.gen_opt.make() if isinstance(self.gen_opt, OptimizerSpec)
-                           else self.gen_opt)
-        object.__setattr__(self, "disc_tx", self.disc_opt.make() if isinstance(self.disc_opt, OptimizerSpec)
-                           else self.disc_opt)
+        object.__setattr__(
+            self, "gen_tx", self.gen_opt.make() if isinstance(self.gen_opt, OptimizerSpec) else self.gen_opt
+        )
+        object.__setattr__(
+            self, "disc_tx", self.disc_opt.make() if isinstance(self.disc_opt, OptimizerSpec) else self.disc_opt
+        )
         clash = set(self.hparams) & set(self.loop.hparams())
         if clash:
             raise ValueError(f"GAN: hyper-parameter names {sorted(clash)} are used by both the GAN and its loop")
         self.loop.check(self)
 
-    def with_options(self, **changes: Any) -> "GAN":
+    def with_options(self, **changes: Any) -> GAN:
         """A copy with some fields replaced (e.g. ``loop=loops.Alternating(n_disc=5)``)."""
         return replace(self, **changes)
 
     # -- the network calls every loop uses ---------------------------------------------
-    def G(self, params: nets.Params, buffers: nets.Buffers, z: torch.Tensor | None, cond: torch.Tensor | None,
-          key: torch.Tensor | None = None, train: bool = True) -> tuple[torch.Tensor, nets.Buffers]:
+    def G(
+        self,
+        params: nets.Params,
+        buffers: nets.Buffers,
+        z: torch.Tensor | None,
+        cond: torch.Tensor | None,
+        key: torch.Tensor | None = None,
+        train: bool = True,
+    ) -> tuple[torch.Tensor, nets.Buffers]:
         """G's forward: ``G(z)``, ``G(z, cond)`` or ``G(cond)``; returns ``(samples, buffers)``."""
-        args = tuple(a for a in ((z if self.latent_shape else None), (cond if self.conditional else None))
-                     if a is not None)
+        args = tuple(
+            a for a in ((z if self.latent_shape else None), (cond if self.conditional else None)) if a is not None
+        )
         return self.gen_apply(params, buffers, *args, key=key, train=train)
 
-    def D(self, params: nets.Params, buffers: nets.Buffers, x: torch.Tensor, cond: torch.Tensor | None,
-          key: torch.Tensor | None = None, train: bool = True) -> tuple[torch.Tensor, nets.Buffers]:
+    def D(
+        self,
+        params: nets.Params,
+        buffers: nets.Buffers,
+        x: torch.Tensor,
+        cond: torch.Tensor | None,
+        key: torch.Tensor | None = None,
+        train: bool = True,
+    ) -> tuple[torch.Tensor, nets.Buffers]:
         """D's forward: ``D(x)`` or ``D(x, cond)``; returns ``(outputs, buffers)``."""
         args = (x, cond) if self.conditional else (x,)
         return self.disc_apply(params, buffers, *args, key=key, train=train)
@@ -273,8 +309,9 @@ def step_key(state: TrainState) -> torch.Tensor:
     return fr.fold_in(state.key, state.step)
 
 
-def update_ema(ema: nets.Params, params: nets.Params, step: torch.Tensor, decay: torch.Tensor,
-               start: int) -> nets.Params:
+def update_ema(
+    ema: nets.Params, params: nets.Params, step: torch.Tensor, decay: torch.Tensor, start: int
+) -> nets.Params:
     r"""Polyak averaging, :math:`\bar\theta \leftarrow \beta\bar\theta + (1-\beta)\theta`, from step
     ``start`` on (computed as ``lerp(theta, ema, beta)``); before it the average tracks the parameters."""
     on = step >= start
@@ -296,8 +333,9 @@ def _weights(init: Initializer, module: nn.Module, given: Any, key: torch.Tensor
     elif isinstance(given, tuple) and len(given) == 2:
         params, buffers = given
     else:
-        raise TypeError(f"init_state: {who} must be an nn.Module, a state dict or (params, buffers), "
-                        f"got {type(given).__name__}")
+        raise TypeError(
+            f"init_state: {who} must be an nn.Module, a state dict or (params, buffers), got {type(given).__name__}"
+        )
     nets.check_params(module, params, buffers, who=f"init_state {who}")
     cast = lambda t: t.detach().to(device=device, dtype=dtype if t.is_floating_point() else t.dtype).clone()  # noqa: E731
     return {k: cast(v) for k, v in params.items()}, {k: cast(v) for k, v in buffers.items()}
@@ -335,18 +373,24 @@ def init_state(
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"init_state: dtype must be a floating torch.dtype, got {dtype}")
     if not (isinstance(key, torch.Tensor) and fr.is_key(key) and key.shape == (2,)):
-        raise TypeError("init_state: key must be a single funcgan key (int64 tensor of shape (2,)); "
-                        "for many seeds use funcgan.sweep.init_sweep")
+        raise TypeError(
+            "init_state: key must be a single funcgan key (int64 tensor of shape (2,)); "
+            "for many seeds use funcgan.sweep.init_sweep"
+        )
     txs = []
-    for label, spec, base, tx in (("gen_opt", gen_opt, gan.gen_opt, gan.gen_tx),
-                                  ("disc_opt", disc_opt, gan.disc_opt, gan.disc_tx)):
+    for label, spec, base, tx in (
+        ("gen_opt", gen_opt, gan.gen_opt, gan.gen_tx),
+        ("disc_opt", disc_opt, gan.disc_opt, gan.disc_tx),
+    ):
         if spec is None:
             txs.append(tx)
             continue
         if not isinstance(base, OptimizerSpec) or spec.sweepable() != base.sweepable() or spec.name != base.name:
-            raise ValueError(f"init_state: {label} must have the GAN's optimizer structure "
-                             f"({getattr(base, 'name', 'a custom transformation')}, sweepable "
-                             f"{base.sweepable() if isinstance(base, OptimizerSpec) else '()'})")
+            raise ValueError(
+                f"init_state: {label} must have the GAN's optimizer structure "
+                f"({getattr(base, 'name', 'a custom transformation')}, sweepable "
+                f"{base.sweepable() if isinstance(base, OptimizerSpec) else '()'})"
+            )
         txs.append(spec.make())
     kg, kd, krun = fr.split(key.to(device), 3)
     gp, gb = _weights(gan.gen_init, gan.gen, gen_weights, kg, dtype, device, "gen_weights")
@@ -367,8 +411,11 @@ def init_state(
         hparams={k: torch.tensor(float(v), dtype=torch.float64, device=device) for k, v in hp.items()},
         extra=gan.loop.init_extra(gen, disc),
         gen_ema={k: v.clone() for k, v in gp.items()} if gan.ema is not None else {},
-        health={"diverged_at": torch.full((), -1, dtype=torch.int64, device=device),
-                "reason": zeros(torch.int64), "pinned": zeros(torch.int64)},
+        health={
+            "diverged_at": torch.full((), -1, dtype=torch.int64, device=device),
+            "reason": zeros(torch.int64),
+            "pinned": zeros(torch.int64),
+        },
     )
 
 
@@ -381,15 +428,18 @@ def check_state(state: Any, gan: GAN | None = None, stacked: bool = False, who: 
     if stacked and dim != 1:
         raise ValueError(f"{who}: expected a stacked sweep state (step of shape (S,)), got a single run's state")
     if not stacked and dim != 0:
-        raise ValueError(f"{who}: got a stacked sweep state of {state.step.shape[0]} runs where one run's state is "
-                         "expected; take one out with funcgan.sweep.seed_state(states, i)")
+        raise ValueError(
+            f"{who}: got a stacked sweep state of {state.step.shape[0]} runs where one run's state is "
+            "expected; take one out with funcgan.sweep.seed_state(states, i)"
+        )
     if gan is not None:
         nets.check_params(gan.gen, {k: v[0] if stacked else v for k, v in state.gen.params.items()}, who=f"{who} G")
     return int(state.step.shape[0]) if stacked else None
 
 
-def make_train_step(gan: Any, lazy: dict[str, bool] | None = None) -> Callable[[TrainState, Data],
-                                                                           tuple[TrainState, Metrics]]:
+def make_train_step(
+    gan: Any, lazy: dict[str, bool] | None = None
+) -> Callable[[TrainState, Data], tuple[TrainState, Metrics]]:
     """Build the pure training step ``step(state, data) -> (state, metrics)``.
 
     The step draws its random inputs from ``fold_in(state.key, state.step)``
@@ -416,15 +466,23 @@ def make_train_step(gan: Any, lazy: dict[str, bool] | None = None) -> Callable[[
         inputs = loop.draw(gan, step_key(state), data, player_dtype(state))
         new, metrics = loop.update(gan, state, inputs, lazy)
         if gan.ema is not None:
-            new = new._replace(gen_ema=update_ema(state.gen_ema, new.gen.params, state.step,
-                                                  state.hparams["ema_decay"], gan.ema_start))
+            new = new._replace(
+                gen_ema=update_ema(state.gen_ema, new.gen.params, state.step, state.hparams["ema_decay"], gan.ema_start)
+            )
         return new._replace(step=state.step + 1), metrics
 
     return step
 
 
-def generate(gan: Any, state: TrainState, key: torch.Tensor, n: int, cond: torch.Tensor | None = None,
-             use_ema: bool = False, train: bool = False) -> torch.Tensor:
+def generate(
+    gan: Any,
+    state: TrainState,
+    key: torch.Tensor,
+    n: int,
+    cond: torch.Tensor | None = None,
+    use_ema: bool = False,
+    train: bool = False,
+) -> torch.Tensor:
     """``n`` samples from G.
 
     Args:

@@ -39,22 +39,34 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch.func import vmap
 
 from funcgan import random as fr
-from funcgan.compile import ChainCaller, compile as compile_step
+from funcgan.compile import ChainCaller
+from funcgan.compile import compile as compile_step
 from funcgan.guard import Guard, guarded
 from funcgan.optim.base import InjectHyperparamsState
 from funcgan.optim.spec import OptimizerSpec
 from funcgan.step import GAN, Metrics, TrainState, check_state, init_state, make_train_step
 from funcgan.tree import tree_index, tree_map
 
-__all__ = ["grid", "sweepable", "check_points", "init_sweep", "make_sweep_step", "run", "SweepResult",
-           "seed_state", "chunk_shape", "logged_steps"]
+__all__ = [
+    "grid",
+    "sweepable",
+    "check_points",
+    "init_sweep",
+    "make_sweep_step",
+    "run",
+    "SweepResult",
+    "seed_state",
+    "chunk_shape",
+    "logged_steps",
+]
 
 _MAX_SEED = 2**63
 
@@ -120,8 +132,9 @@ def check_points(gan: GAN, points: Sequence[dict[str, Any]]) -> None:
         if keys is None:
             keys = set(p)
         elif set(p) != keys:
-            raise ValueError(f"sweep: every point must set the same names; {sorted(set(p) ^ keys)} are set for "
-                             "some points only")
+            raise ValueError(
+                f"sweep: every point must set the same names; {sorted(set(p) ^ keys)} are set for some points only"
+            )
         ident = tuple(sorted((k, tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in p.items()))
         if ident in seen:
             raise ValueError(f"sweep: duplicate run {dict(p)} (the same seed with the same hyper-parameters twice)")
@@ -142,8 +155,9 @@ def check_points(gan: GAN, points: Sequence[dict[str, Any]]) -> None:
                     raise ValueError(f"sweep: {k}={v!r}: {e}") from e
 
 
-def init_sweep(gan: GAN, points: Sequence[dict[str, Any]], dtype: torch.dtype = torch.float32,
-               device: torch.device | str = "cpu") -> TrainState:
+def init_sweep(
+    gan: GAN, points: Sequence[dict[str, Any]], dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+) -> TrainState:
     """Stacked initial states, one per point (leaves ``(S, ...)``).
 
     Run ``i`` starts exactly as ``init_state(gan, key(points[i]["seed"]))`` with the
@@ -169,10 +183,16 @@ def init_sweep(gan: GAN, points: Sequence[dict[str, Any]], dtype: torch.dtype = 
     return states
 
 
-def make_sweep_step(gan: GAN, compile: bool = True, backend: str = "inductor", mode: str | None = None,
-                    guard: Guard | None = None, lazy: dict[str, bool] | None = None,
-                    kernel_threads: int | None = None,
-                    vectorize: bool = True) -> Callable[[TrainState, tuple], tuple[TrainState, Metrics]]:
+def make_sweep_step(
+    gan: GAN,
+    compile: bool = True,
+    backend: str = "inductor",
+    mode: str | None = None,
+    guard: Guard | None = None,
+    lazy: dict[str, bool] | None = None,
+    kernel_threads: int | None = None,
+    vectorize: bool = True,
+) -> Callable[[TrainState, tuple], tuple[TrainState, Metrics]]:
     """The guarded step vmapped over runs (axis 0 of the state), compiled once.
 
     Args:
@@ -272,7 +292,7 @@ def run(
     history: tuple[dict[str, torch.Tensor], list[int]] | None = None,
     guard: Guard | None = None,
     offload: bool | None = None,
-    checkpoint: Callable[["SweepResult"], None] | None = None,
+    checkpoint: Callable[[SweepResult], None] | None = None,
     checkpoint_every: int | None = None,
 ) -> SweepResult:
     """Train every point of a sweep to step ``steps``.
@@ -311,8 +331,9 @@ def run(
     points = list(points)
     check_points(gan, points)
     S = len(points)
-    data = tuple((x.to(device=device, dtype=dtype) if x.is_floating_point() else x.to(device))
-                 for x in _check_data(system))
+    data = tuple(
+        (x.to(device=device, dtype=dtype) if x.is_floating_point() else x.to(device)) for x in _check_data(system)
+    )
     if states is not None:
         if check_state(states, gan, stacked=True, who="sweep.run") != S:
             raise ValueError(f"sweep.run: the given states hold {states.step.shape[0]} runs, the points {S}")
@@ -328,8 +349,16 @@ def run(
         pattern = gan.loop.lazy_pattern(t)
         key = None if pattern is None else tuple(sorted(pattern.items()))
         if key not in steps_cache:
-            fn = make_sweep_step(gan, compile=compile, backend=backend, mode=mode, guard=guard, lazy=pattern,
-                                 kernel_threads=kernel_threads, vectorize=compile)
+            fn = make_sweep_step(
+                gan,
+                compile=compile,
+                backend=backend,
+                mode=mode,
+                guard=guard,
+                lazy=pattern,
+                kernel_threads=kernel_threads,
+                vectorize=compile,
+            )
             steps_cache[key] = ChainCaller(fn) if compile else fn
         return steps_cache[key]
 
@@ -355,7 +384,7 @@ def run(
     groups: list[list[int]] = []
     for s0 in sorted({start[i] for i in pending}, reverse=True):  # the runs furthest on first
         members = [i for i in pending if start[i] == s0]
-        groups += [members[j:j + C] for j in range(0, len(members), C)]
+        groups += [members[j : j + C] for j in range(0, len(members), C)]
 
     def materialise(idx: list[int]) -> TrainState:
         if states is not None:
@@ -374,9 +403,18 @@ def run(
         return tree_map(lambda *xs: torch.cat([x.to(keep_on) for x in xs])[inverse], *(st for _, st in pieces))
 
     def result(state: TrainState, seconds: float, compile_seconds: float) -> SweepResult:
-        return SweepResult(points, state, {k: v.clone() for k, v in hist.items()}, logged,
-                           state.health["diverged_at"].cpu(), state.health["reason"].cpu(), seconds,
-                           compile_seconds, C, compile)
+        return SweepResult(
+            points,
+            state,
+            {k: v.clone() for k, v in hist.items()},
+            logged,
+            state.health["diverged_at"].cpu(),
+            state.health["reason"].cpu(),
+            seconds,
+            compile_seconds,
+            C,
+            compile,
+        )
 
     t0 = time.perf_counter()
     compile_seconds = 0.0
@@ -389,7 +427,7 @@ def run(
             chunk = tree_index(chunk, 0)
         elif n < C:  # pad to the call shape with copies of the chunk's first run (dropped below)
             pad = torch.cat([torch.arange(n, device=device), torch.zeros(C - n, dtype=torch.int64, device=device)])
-            chunk = tree_map(lambda x: x[pad].clone(), chunk)
+            chunk = tree_map(lambda x, pad=pad: x[pad].clone(), chunk)
         for fn in steps_cache.values():
             if isinstance(fn, ChainCaller):
                 fn.restart()  # a new chain of states (see ChainCaller)
@@ -412,18 +450,19 @@ def run(
                 for k, v in metrics.items():
                     if k not in hist:
                         hist[k] = torch.full((len(logged), S), float("nan"), dtype=torch.float64)
-                    hist[k][row_of[t], torch.tensor(idx)] = (v[:n] if compile else v[None]).detach().to(
-                        "cpu", torch.float64)
+                    hist[k][row_of[t], torch.tensor(idx)] = (
+                        (v[:n] if compile else v[None]).detach().to("cpu", torch.float64)
+                    )
             if progress is not None:
                 progress(n)
             since_checkpoint += 1
             if checkpoint is not None and checkpoint_every is not None and t % checkpoint_every == 0 and t < steps:
-                current = tree_map(lambda x: x[:n], chunk) if compile else tree_map(lambda x: x[None], chunk)
+                current = tree_map(lambda x, n=n: x[:n], chunk) if compile else tree_map(lambda x: x[None], chunk)
                 checkpoint(result(assemble((idx, current)), time.perf_counter() - t0, compile_seconds))
                 since_checkpoint = 0
         if not compile:
             chunk = tree_map(lambda x: x[None], chunk)
-        parts.append((idx, tree_map(lambda x: x[:n].to(keep_on, copy=True), chunk)))
+        parts.append((idx, tree_map(lambda x, n=n: x[:n].to(keep_on, copy=True), chunk)))
         del chunk
         # at a chunk's end, unless the last checkpoint is recent (many short eager runs)
         if checkpoint is not None and (checkpoint_every is None or since_checkpoint >= checkpoint_every):

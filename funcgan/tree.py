@@ -8,7 +8,8 @@ confined here.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.utils._pytree as _pytree
@@ -70,7 +71,7 @@ def tree_stack(trees: Sequence[PyTree]) -> PyTree:
         raise ValueError("tree_stack needs at least one tree")
     flat = [_pytree.tree_flatten(t) for t in trees]
     spec = flat[0][1]
-    for leaves, s in flat[1:]:
+    for _, s in flat[1:]:
         if s != spec:
             raise ValueError("tree_stack: trees differ in structure")
     stacked = [torch.stack(list(xs)) for xs in zip(*(leaves for leaves, _ in flat))]

@@ -9,8 +9,9 @@ __all__ = ["add_parser", "cmd_bench"]
 
 
 def add_parser(sub: Any) -> None:
-    b = sub.add_parser("bench", help="benchmark funcgan against the imperative loop (and JAX when installed)",
-                       add_help=False)
+    b = sub.add_parser(
+        "bench", help="benchmark funcgan against the imperative loop (and JAX when installed)", add_help=False
+    )
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(func=cmd_bench)
 

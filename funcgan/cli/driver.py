@@ -25,7 +25,7 @@ import torch
 
 from funcgan import checkpoint as ckpt
 from funcgan import sweep
-from funcgan.cli.options import CLIError, DTYPES, build_system
+from funcgan.cli.options import DTYPES, CLIError, build_system
 from funcgan.guard import Guard
 from funcgan.systems import System
 
@@ -58,10 +58,9 @@ class RunSpec:
         return d
 
     @classmethod
-    def from_meta(cls, meta: dict[str, Any]) -> "RunSpec":
+    def from_meta(cls, meta: dict[str, Any]) -> RunSpec:
         fields = {k: meta[k] for k in cls.__dataclass_fields__ if k in meta}
-        fields["points"] = [{k: tuple(v) if isinstance(v, list) else v for k, v in p.items()}
-                            for p in fields["points"]]
+        fields["points"] = [{k: tuple(v) if isinstance(v, list) else v for k, v in p.items()} for p in fields["points"]]
         return cls(**fields)
 
     def make_guard(self) -> Guard:
@@ -127,15 +126,25 @@ def check_resume_options(spec: RunSpec, requested: dict[str, Any], what: str) ->
         if k == "loop_options" or k == "penalties":
             for kk, vv in v.items():
                 if (stored or {}).get(kk) != vv:
-                    raise CLIError(f"--{kk.replace('_', '-')}: a resumed {what} keeps its settings "
-                                   f"(the checkpoint has {(stored or {}).get(kk)!r}, not {vv!r})")
+                    raise CLIError(
+                        f"--{kk.replace('_', '-')}: a resumed {what} keeps its settings "
+                        f"(the checkpoint has {(stored or {}).get(kk)!r}, not {vv!r})"
+                    )
         elif stored != v:
-            raise CLIError(f"--{k.replace('_', '-')}: a resumed {what} keeps its settings "
-                           f"(the checkpoint has {stored!r}, not {v!r})")
+            raise CLIError(
+                f"--{k.replace('_', '-')}: a resumed {what} keeps its settings "
+                f"(the checkpoint has {stored!r}, not {v!r})"
+            )
 
 
-def drive(spec: RunSpec, system: System, out: Path | None, resume_file: Path | None = None,
-          show_progress: bool = True, quiet: bool = False) -> sweep.SweepResult:
+def drive(
+    spec: RunSpec,
+    system: System,
+    out: Path | None,
+    resume_file: Path | None = None,
+    show_progress: bool = True,
+    quiet: bool = False,
+) -> sweep.SweepResult:
     """Train ``spec`` (from its checkpoint when resuming), checkpointing into ``out``."""
     dtype = DTYPES[spec.dtype]
     states = history = None
@@ -148,8 +157,10 @@ def drive(spec: RunSpec, system: System, out: Path | None, resume_file: Path | N
         states, history = loaded.state, (loaded.history, loaded.logged_steps)
         done = int(states.step.min())
         if not quiet:
-            print(f"resumed from {resume_file}: {len(spec.points)} run(s) at step {done}"
-                  + (f" to {int(states.step.max())}" if int(states.step.max()) != done else ""))
+            print(
+                f"resumed from {resume_file}: {len(spec.points)} run(s) at step {done}"
+                + (f" to {int(states.step.max())}" if int(states.step.max()) != done else "")
+            )
     if out is not None:
         ckpt.remove_stale_temporaries(out)  # what a writer killed mid-write left
     done_steps = int(states.step.sum()) if states is not None else 0
@@ -165,11 +176,24 @@ def drive(spec: RunSpec, system: System, out: Path | None, resume_file: Path | N
         last[0] = time.perf_counter()
 
     try:
-        result = sweep.run(system, spec.points, spec.steps, chunk_size=spec.chunk_size, device=spec.device,
-                           dtype=dtype, compile=spec.compile, backend=spec.backend, mode=spec.mode,
-                           log_every=spec.log_every, progress=bar.update, states=states, history=history,
-                           guard=spec.make_guard(), checkpoint=save if target is not None else None,
-                           checkpoint_every=spec.checkpoint_every)
+        result = sweep.run(
+            system,
+            spec.points,
+            spec.steps,
+            chunk_size=spec.chunk_size,
+            device=spec.device,
+            dtype=dtype,
+            compile=spec.compile,
+            backend=spec.backend,
+            mode=spec.mode,
+            log_every=spec.log_every,
+            progress=bar.update,
+            states=states,
+            history=history,
+            guard=spec.make_guard(),
+            checkpoint=save if target is not None else None,
+            checkpoint_every=spec.checkpoint_every,
+        )
     except (ValueError, TypeError) as e:
         raise CLIError(str(e))
     finally:

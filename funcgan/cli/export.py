@@ -15,7 +15,7 @@ from typing import Any
 from funcgan import checkpoint as ckpt
 from funcgan import nets, sweep
 from funcgan.cli.driver import load_resume
-from funcgan.cli.options import CLIError, DTYPES, build_system, parse_int
+from funcgan.cli.options import DTYPES, CLIError, build_system, parse_int
 
 __all__ = ["add_parser", "cmd_export", "export_run"]
 
@@ -30,8 +30,9 @@ def add_parser(sub: Any) -> None:
     e.set_defaults(func=cmd_export)
 
 
-def export_run(run: str, seed: int | None = None, point: int | None = None, ema: bool = False,
-               out: str | None = None) -> list[str]:
+def export_run(
+    run: str, seed: int | None = None, point: int | None = None, ema: bool = False, out: str | None = None
+) -> list[str]:
     """Write ``<prefix>_gen.safetensors`` and ``<prefix>_disc.safetensors``; returns their paths."""
     import safetensors.torch as st
 
@@ -51,8 +52,10 @@ def export_run(run: str, seed: int | None = None, point: int | None = None, ema:
         else:
             matches = [i for i, s in enumerate(seeds) if s == seed]
             if len(matches) > 1:
-                raise CLIError(f"--seed {seed} appears in {len(matches)} runs of the sweep; pick one with --point "
-                               f"({', '.join(map(str, matches))})")
+                raise CLIError(
+                    f"--seed {seed} appears in {len(matches)} runs of the sweep; pick one with --point "
+                    f"({', '.join(map(str, matches))})"
+                )
             point = matches[0]
     elif not 0 <= point < len(seeds):
         raise CLIError(f"--point must be in [0, {len(seeds)}), got {point}")
@@ -63,13 +66,23 @@ def export_run(run: str, seed: int | None = None, point: int | None = None, ema:
     prefix = Path(out) if out is not None else run_dir / f"seed{seeds[point]}"
     prefix.parent.mkdir(parents=True, exist_ok=True)
     written = []
-    for role, module, params, buffers in (("gen", gan.gen, one.gen_ema if ema else one.gen.params, one.gen.buffers),
-                                          ("disc", gan.disc, one.disc.params, one.disc.buffers)):
+    for role, module, params, buffers in (
+        ("gen", gan.gen, one.gen_ema if ema else one.gen.params, one.gen.buffers),
+        ("disc", gan.disc, one.disc.params, one.disc.buffers),
+    ):
         sd = nets.to_state_dict(module, params, buffers)
         path = f"{prefix}_{role}.safetensors"
-        st.save_file({k: v.contiguous().cpu() for k, v in sd.items()}, path,
-                     metadata={"problem": spec.config["problem"], "seed": str(seeds[point]), "role": role,
-                               "step": str(int(one.step)), "ema": str(bool(ema and role == "gen"))})
+        st.save_file(
+            {k: v.contiguous().cpu() for k, v in sd.items()},
+            path,
+            metadata={
+                "problem": spec.config["problem"],
+                "seed": str(seeds[point]),
+                "role": role,
+                "step": str(int(one.step)),
+                "ema": str(bool(ema and role == "gen")),
+            },
+        )
         written.append(path)
     return written
 

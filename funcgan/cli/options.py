@@ -18,9 +18,22 @@ from funcgan import penalties as P
 from funcgan.guard import Guard
 from funcgan.loops import LOOPS
 
-__all__ = ["CLIError", "add_problem_options", "add_run_options", "add_guard_options", "system_config",
-           "build_system", "grid_values", "parse_seeds", "parse_floats", "DTYPES", "device", "guard_from",
-           "SWEEPABLE_FLAGS", "MAX_SEED"]
+__all__ = [
+    "CLIError",
+    "add_problem_options",
+    "add_run_options",
+    "add_guard_options",
+    "system_config",
+    "build_system",
+    "grid_values",
+    "parse_seeds",
+    "parse_floats",
+    "DTYPES",
+    "device",
+    "guard_from",
+    "SWEEPABLE_FLAGS",
+    "MAX_SEED",
+]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 MAX_SEED = 2**63
@@ -118,17 +131,32 @@ def device(name: str | None) -> str:
 # ----------------------------------------------------------------------------- argument groups
 
 #: flags whose value may be a comma list in a sweep: flag dest -> sweep name (None: the optimizer's)
-SWEEPABLE_FLAGS = {"gen_lr": "gen_lr", "disc_lr": "disc_lr", "gen_betas": "gen_betas", "disc_betas": "disc_betas",
-                   "gen_clip_norm": "gen_clip_norm", "disc_clip_norm": "disc_clip_norm",
-                   "gen_weight_decay": "gen_weight_decay", "disc_weight_decay": "disc_weight_decay",
-                   "gp": "gp", "r1": "r1", "r2": "r2", "dragan": "dragan", "clip": "clip", "ema": "ema_decay",
-                   "l1_weight": "l1_weight", "consensus": "consensus"}
+SWEEPABLE_FLAGS = {
+    "gen_lr": "gen_lr",
+    "disc_lr": "disc_lr",
+    "gen_betas": "gen_betas",
+    "disc_betas": "disc_betas",
+    "gen_clip_norm": "gen_clip_norm",
+    "disc_clip_norm": "disc_clip_norm",
+    "gen_weight_decay": "gen_weight_decay",
+    "disc_weight_decay": "disc_weight_decay",
+    "gp": "gp",
+    "r1": "r1",
+    "r2": "r2",
+    "dragan": "dragan",
+    "clip": "clip",
+    "ema": "ema_decay",
+    "l1_weight": "l1_weight",
+    "consensus": "consensus",
+}
 
 
 def add_problem_options(p: argparse.ArgumentParser) -> None:
     """The system and its training: problem, data, sizes, optimizers, loop, objective, penalties, EMA."""
     g = p.add_argument_group("system")
-    g.add_argument("--problem", default=None, help=f"built-in system: {', '.join(systems.PROBLEMS)} (default gaussian1d)")
+    g.add_argument(
+        "--problem", default=None, help=f"built-in system: {', '.join(systems.PROBLEMS)} (default gaussian1d)"
+    )
     g.add_argument("--data-dir", default=None, help="directory with MNIST IDX files (problem mnist)")
     g.add_argument("--batch-size", default=None, help="examples per batch")
     g.add_argument("--width", default=None, help="base width of the conv nets (dcgan, sngan, cgan)")
@@ -152,11 +180,21 @@ def add_problem_options(p: argparse.ArgumentParser) -> None:
     lp.add_argument("--clip", default=None, help="WGAN weight clipping bound c (a comma list in a sweep)")
     lp.add_argument("--penalty-every", default=None, help="apply the penalties every k steps, scaled by k (lazy R1)")
     lp.add_argument("--unroll", default=None, help="look-ahead D steps (scheme unrolled)")
-    lp.add_argument("--unroll-stop-opt-grad", action="store_const", const=True, default=None,
-                    help="stop gradients through D's optimizer state while unrolling")
+    lp.add_argument(
+        "--unroll-stop-opt-grad",
+        action="store_const",
+        const=True,
+        default=None,
+        help="stop gradients through D's optimizer state while unrolling",
+    )
     lp.add_argument("--consensus", default=None, help="gamma of consensus optimization (a comma list in a sweep)")
-    lp.add_argument("--split", action="store_const", const=True, default=None,
-                    help="D steps on real and generated data separately (scheme reuse_fake)")
+    lp.add_argument(
+        "--split",
+        action="store_const",
+        const=True,
+        default=None,
+        help="D steps on real and generated data separately (scheme reuse_fake)",
+    )
     lp.add_argument("--max-gen-steps", default=None, help="bound on seed 003's inner G loop (scheme adaptive)")
     lp.add_argument("--l1-weight", default=None, help="L1 weight (pix2pix; a comma list in a sweep)")
     lp.add_argument("--ema", default=None, help="generator EMA decay, e.g. 0.999 (a comma list in a sweep)")
@@ -166,8 +204,11 @@ def add_guard_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("divergence guard")
     g.add_argument("--max-param", default=None, help="flag a run whose |parameter| exceeds this (default 1e6; 0: off)")
     g.add_argument("--max-output", default=None, help="flag a run whose |sample| exceeds this (default 1e6; 0: off)")
-    g.add_argument("--pinned-window", default=None,
-                   help="flag a run whose loss sits at its clamp this many steps (default 100; 0: off)")
+    g.add_argument(
+        "--pinned-window",
+        default=None,
+        help="flag a run whose loss sits at its clamp this many steps (default 100; 0: off)",
+    )
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -240,8 +281,10 @@ def system_config(args: argparse.Namespace, sweep: bool = False) -> dict[str, An
             clip[name] = v
     if clip:
         if "clip_norm" not in accepted:
-            raise CLIError(f"--{next(iter(clip)).replace('_', '-')} does not apply to problem '{problem}' "
-                           "(its optimizers do not clip)")
+            raise CLIError(
+                f"--{next(iter(clip)).replace('_', '-')} does not apply to problem '{problem}' "
+                "(its optimizers do not clip)"
+            )
         cfg["clip_norm"] = next(iter(clip.values()))
     if getattr(args, "data_dir", None) is not None:
         cfg["data_dir"] = args.data_dir
@@ -325,8 +368,13 @@ def build_system(cfg: dict[str, Any]) -> systems.System:
     objective = losses.objective(cfg["loss"]) if "loss" in cfg else None
     pens = _penalty_values(cfg) if "penalties" in cfg else None
     options = dict(cfg.get("loop_options", {}))
-    kwargs.update(objective=objective, penalties=pens, n_disc=cfg.get("n_disc"), loop_options=options or None,
-                  scheme=LOOPS[cfg["scheme"]] if "scheme" in cfg else None)
+    kwargs.update(
+        objective=objective,
+        penalties=pens,
+        n_disc=cfg.get("n_disc"),
+        loop_options=options or None,
+        scheme=LOOPS[cfg["scheme"]] if "scheme" in cfg else None,
+    )
     try:
         return systems.make_system(problem, **kwargs)
     except (ValueError, TypeError, FileNotFoundError) as e:
@@ -343,11 +391,15 @@ def grid_values(args: argparse.Namespace, gan) -> dict[str, list[Any]]:
         spec = getattr(args, flag, None)
         if spec is None:
             continue
-        values = parse_pairs(flag.replace("_", "-"), spec) if flag.endswith("betas") else \
-            parse_floats(flag.replace("_", "-"), spec)
+        values = (
+            parse_pairs(flag.replace("_", "-"), spec)
+            if flag.endswith("betas")
+            else parse_floats(flag.replace("_", "-"), spec)
+        )
         if sweep_name not in names:
-            raise CLIError(f"--{flag.replace('_', '-')} cannot be swept for this system "
-                           f"(it sweeps {', '.join(sorted(names))})")
+            raise CLIError(
+                f"--{flag.replace('_', '-')} cannot be swept for this system (it sweeps {', '.join(sorted(names))})"
+            )
         axes[sweep_name] = values
     return axes
 

@@ -46,11 +46,11 @@ DIRAC_CASES = [
 _PENALTIES = {"gp": P.gradient_penalty, "r1": P.r1, "r2": P.r2}
 
 
-def dirac_system(scheme: str, loss: str = "minimax", penalties: tuple = (), options: dict | None = None,
-                 **kwargs: Any):
+def dirac_system(scheme: str, loss: str = "minimax", penalties: tuple = (), options: dict | None = None, **kwargs: Any):
     """The Dirac-GAN with ``scheme``, objective ``loss`` and penalties ``((name, weight), ...)``."""
-    loop = LOOPS[scheme](objective=losses.objective(loss), penalties=tuple(_PENALTIES[n](w) for n, w in penalties),
-                         **(options or {}))
+    loop = LOOPS[scheme](
+        objective=losses.objective(loss), penalties=tuple(_PENALTIES[n](w) for n, w in penalties), **(options or {})
+    )
     return systems.make_system("dirac", loop=loop, **kwargs)
 
 
@@ -83,16 +83,28 @@ def dirac_outcomes(steps: int = 1000) -> list[dict[str, Any]]:
                 radii.append(math.hypot(float(state.gen.params["theta"]), float(state.disc.params["psi"])))
         r0 = math.sqrt(2.0)
         r = radii[-1]
-        outcome = ("diverges" if r > 1.5 * r0 else "converges" if r < 1e-2 else
-                   "converging" if radii[-1] < 0.8 * radii[0] and r < r0 else "oscillates / does not converge")
-        label = scheme + (f", loss={loss}" if loss != "minimax" else "") \
-            + "".join(f", {n}={w}" for n, w in pens) + "".join(f", {k}={v}" for k, v in opts.items())
+        outcome = (
+            "diverges"
+            if r > 1.5 * r0
+            else "converges"
+            if r < 1e-2
+            else "converging"
+            if radii[-1] < 0.8 * radii[0] and r < r0
+            else "oscillates / does not converge"
+        )
+        label = (
+            scheme
+            + (f", loss={loss}" if loss != "minimax" else "")
+            + "".join(f", {n}={w}" for n, w in pens)
+            + "".join(f", {k}={v}" for k, v in opts.items())
+        )
         rows.append({"case": label, "radius": radii, "outcome": outcome})
     return rows
 
 
-def mixture_table(problem: str, scheme: str, seeds: int, steps: int, hidden: int, batch: int, unroll: int,
-                  compile: bool) -> tuple[dict[str, Any], torch.Tensor]:
+def mixture_table(
+    problem: str, scheme: str, seeds: int, steps: int, hidden: int, batch: int, unroll: int, compile: bool
+) -> tuple[dict[str, Any], torch.Tensor]:
     from funcgan.cli.results import per_seed_rows
 
     options = {"unroll": unroll} if scheme == "unrolled" else None
@@ -105,12 +117,19 @@ def mixture_table(problem: str, scheme: str, seeds: int, steps: int, hidden: int
     modes = torch.tensor([float(r["modes"]) for r in ok], dtype=torch.float64)
     hq = torch.tensor([float(r["hq_fraction"]) for r in ok], dtype=torch.float64)
     rkl = torch.tensor([float(r["reverse_kl"]) for r in ok], dtype=torch.float64)
-    stats = {"problem": problem, "scheme": scheme, "seeds": seeds, "steps": steps, "seconds": seconds,
-             "modes_mean": float(modes.mean()) if len(ok) else float("nan"),
-             "modes_std": float(modes.std()) if len(ok) > 1 else 0.0,
-             "hq_mean": float(hq.mean()) if len(ok) else float("nan"),
-             "reverse_kl_mean": float(rkl.mean()) if len(ok) else float("nan"),
-             "diverged": len(rows) - len(ok), "n_modes": len(system.mixture[0])}
+    stats = {
+        "problem": problem,
+        "scheme": scheme,
+        "seeds": seeds,
+        "steps": steps,
+        "seconds": seconds,
+        "modes_mean": float(modes.mean()) if len(ok) else float("nan"),
+        "modes_std": float(modes.std()) if len(ok) > 1 else 0.0,
+        "hq_mean": float(hq.mean()) if len(ok) else float("nan"),
+        "reverse_kl_mean": float(rkl.mean()) if len(ok) else float("nan"),
+        "diverged": len(rows) - len(ok),
+        "n_modes": len(system.mixture[0]),
+    }
     n = min(4, seeds)
     samples = torch.cat([generate(system.gan, tree_index(result.state, i), fr.key(1000 + i), 500) for i in range(n)])
     return stats, samples.detach()
@@ -125,8 +144,9 @@ def _write_figure(path: Path, samples: dict, problems: list[str], schemes: list[
         return False
     from funcgan.metrics import grid_means, ring_means
 
-    fig, axes = plt.subplots(len(problems), len(schemes), figsize=(2.6 * len(schemes), 2.6 * len(problems)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(problems), len(schemes), figsize=(2.6 * len(schemes), 2.6 * len(problems)), squeeze=False
+    )
     for i, p in enumerate(problems):
         means = ring_means() if p == "ring8" else grid_means()
         lim = 3 if p == "ring8" else 6
@@ -165,25 +185,40 @@ def run(args: argparse.Namespace) -> int:
     table, samples = [], {}
     for p in problems:
         for s in schemes:
-            stats, x = mixture_table(p, s, args.seeds, args.steps, args.hidden, args.batch_size, args.unroll,
-                                     args.compile)
+            stats, x = mixture_table(
+                p, s, args.seeds, args.steps, args.hidden, args.batch_size, args.unroll, args.compile
+            )
             table.append(stats)
             samples[(p, s)] = x
-            print(f"{p:<7} {s:<14} modes {stats['modes_mean']:5.2f} +- {stats['modes_std']:4.2f} of {stats['n_modes']}"
-                  f"  hq {stats['hq_mean']:.3f}  rKL {stats['reverse_kl_mean']:.3f}  diverged {stats['diverged']}"
-                  f"  ({stats['seconds']:.0f} s)", flush=True)
+            print(
+                f"{p:<7} {s:<14} modes {stats['modes_mean']:5.2f} +- {stats['modes_std']:4.2f} of {stats['n_modes']}"
+                f"  hq {stats['hq_mean']:.3f}  rKL {stats['reverse_kl_mean']:.3f}  diverged {stats['diverged']}"
+                f"  ({stats['seconds']:.0f} s)",
+                flush=True,
+            )
     dirac = dirac_outcomes(args.dirac_steps)
-    lines = [f"Schemes x {args.seeds} seeds, {args.steps} steps, nonsaturating loss, Adam 1e-3 (0.5, 0.999), "
-             f"MLPs 2x{args.hidden}, batch {args.batch_size}, unroll {args.unroll}; metrics on 2,500 samples per seed "
-             "(high quality: within 3 std of the nearest mode; a mode is covered with >= 20 high-quality samples).",
-             "", "| problem | scheme | modes covered (mean ± std) | high-quality fraction | reverse KL | seeds diverged |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"Schemes x {args.seeds} seeds, {args.steps} steps, nonsaturating loss, Adam 1e-3 (0.5, 0.999), "
+        f"MLPs 2x{args.hidden}, batch {args.batch_size}, unroll {args.unroll}; metrics on 2,500 samples per seed "
+        "(high quality: within 3 std of the nearest mode; a mode is covered with >= 20 high-quality samples).",
+        "",
+        "| problem | scheme | modes covered (mean ± std) | high-quality fraction | reverse KL | seeds diverged |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in table:
-        lines.append(f"| {r['problem']} | {r['scheme']} | {r['modes_mean']:.2f} ± {r['modes_std']:.2f} / {r['n_modes']} | "
-                     f"{r['hq_mean']:.3f} | {r['reverse_kl_mean']:.3f} | {r['diverged']} / {r['seeds']} |")
-    lines += ["", f"Dirac-GAN (minimax, plain gradient descent lr 0.1, from (1, 1); distance to the equilibrium "
-              f"after {args.dirac_steps // 4}, {args.dirac_steps // 2}, {3 * args.dirac_steps // 4}, {args.dirac_steps} steps):",
-              "", "| scheme | distance to (0, 0) | outcome |", "|---|---|---|"]
+        lines.append(
+            f"| {r['problem']} | {r['scheme']} | {r['modes_mean']:.2f} ± {r['modes_std']:.2f} / {r['n_modes']} | "
+            f"{r['hq_mean']:.3f} | {r['reverse_kl_mean']:.3f} | {r['diverged']} / {r['seeds']} |"
+        )
+    lines += [
+        "",
+        f"Dirac-GAN (minimax, plain gradient descent lr 0.1, from (1, 1); distance to the equilibrium "
+        f"after {args.dirac_steps // 4}, {args.dirac_steps // 2}, {3 * args.dirac_steps // 4}, "
+        f"{args.dirac_steps} steps):",
+        "",
+        "| scheme | distance to (0, 0) | outcome |",
+        "|---|---|---|",
+    ]
     for r in dirac:
         lines.append(f"| {r['case']} | {' → '.join(f'{x:.3g}' for x in r['radius'])} | {r['outcome']} |")
     text = "\n".join(lines) + "\n"

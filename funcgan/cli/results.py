@@ -26,8 +26,17 @@ from funcgan.sweep import SweepResult
 from funcgan.systems import System
 from funcgan.tree import tree_index
 
-__all__ = ["metric_fn", "per_seed_rows", "summarize", "write_tables", "plot_losses", "plot_samples", "sample_grid",
-           "hyper_names", "EVAL_KEY"]
+__all__ = [
+    "metric_fn",
+    "per_seed_rows",
+    "summarize",
+    "write_tables",
+    "plot_losses",
+    "plot_samples",
+    "sample_grid",
+    "hyper_names",
+    "EVAL_KEY",
+]
 
 #: the evaluation noise of run ``seed`` draws from ``fold_in(key(seed), EVAL_KEY)``
 EVAL_KEY = 0xE7A1
@@ -51,11 +60,12 @@ def metric_fn(system: System, n_samples: int, use_ema: bool = False):
 
         return metric
     if system.kind == "dirac":
+
         def metric(state, key):
             del key
             theta = (state.gen_ema if use_ema else state.gen.params)["theta"][0]
             psi = state.disc.params["psi"][0]
-            return {"theta": theta, "psi": psi, "radius": torch.sqrt(theta ** 2 + psi ** 2)}
+            return {"theta": theta, "psi": psi, "radius": torch.sqrt(theta**2 + psi**2)}
 
         return metric
     if gan.conditional and system.n_classes == 0:  # image-to-image: distance to the target
@@ -77,6 +87,7 @@ def metric_fn(system: System, n_samples: int, use_ema: bool = False):
 
         return metric
     if system.kind == "1d":
+
         def metric(state, key):
             x = samples(state, key, n_samples)
             return {"gen_mean": x.mean(), "gen_std": x.std()}
@@ -99,8 +110,9 @@ def _value(v: Any) -> Any:
     return ":".join(str(x) for x in v) if isinstance(v, (tuple, list)) else v
 
 
-def per_seed_rows(system: System, result: SweepResult, n_samples: int = 10_000,
-                  chunk: int = 256) -> list[dict[str, Any]]:
+def per_seed_rows(
+    system: System, result: SweepResult, n_samples: int = 10_000, chunk: int = 256
+) -> list[dict[str, Any]]:
     """One row per run: seed, hyper-parameters, final losses, problem metrics (and ``ema_`` ones),
     the step and reason a flagged run was stopped at."""
     S = len(result.points)
@@ -145,8 +157,15 @@ def _stats(values: list[float]) -> dict[str, float]:
     if len(v) == 0:
         return {}
     q = torch.quantile(v, torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95], dtype=torch.float64))
-    return {"mean": float(v.mean()), "std": float(v.std()) if len(v) > 1 else 0.0, "q05": float(q[0]),
-            "q25": float(q[1]), "median": float(q[2]), "q75": float(q[3]), "q95": float(q[4])}
+    return {
+        "mean": float(v.mean()),
+        "std": float(v.std()) if len(v) > 1 else 0.0,
+        "q05": float(q[0]),
+        "q25": float(q[1]),
+        "median": float(q[2]),
+        "q75": float(q[3]),
+        "q95": float(q[4]),
+    }
 
 
 def summarize(rows: list[dict[str, Any]], hypers: list[str]) -> dict[str, Any]:
@@ -164,13 +183,20 @@ def summarize(rows: list[dict[str, Any]], hypers: list[str]) -> dict[str, Any]:
         healthy = [r for r in members if r["diverged_at"] == ""]
         cols = [c for c in members[0] if c not in skip and isinstance(members[0][c], (int, float))]
         metrics = {c: s for c in cols if (s := _stats([float(r[c]) for r in healthy]))}
-        out["groups"].append({**dict(zip(hypers, values)), "seeds": len(members),
-                              "diverged": len(members) - len(healthy), "metrics": metrics})
+        out["groups"].append(
+            {
+                **dict(zip(hypers, values)),
+                "seeds": len(members),
+                "diverged": len(members) - len(healthy),
+                "metrics": metrics,
+            }
+        )
     return out
 
 
-def write_tables(out_dir: str | os.PathLike, rows: list[dict[str, Any]], summary: dict[str, Any],
-                 meta: dict[str, Any]) -> list[str]:
+def write_tables(
+    out_dir: str | os.PathLike, rows: list[dict[str, Any]], summary: dict[str, Any], meta: dict[str, Any]
+) -> list[str]:
     """``per_seed.csv``, ``per_seed.json`` and ``summary.json`` (atomically replaced)."""
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
@@ -208,7 +234,7 @@ def sample_grid(samples: torch.Tensor, image_shape: tuple[int, ...], cols: int =
     grid = torch.ones(c, rows * (h + 1) + 1, cols * (w + 1) + 1)
     for i in range(n):
         r, col = divmod(i, cols)
-        grid[:, 1 + r * (h + 1):1 + r * (h + 1) + h, 1 + col * (w + 1):1 + col * (w + 1) + w] = x[i]
+        grid[:, 1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + col * (w + 1) : 1 + col * (w + 1) + w] = x[i]
     return grid.permute(1, 2, 0)
 
 

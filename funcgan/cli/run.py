@@ -57,8 +57,9 @@ def choose_compile(args: argparse.Namespace, run_steps: int, device: str) -> tup
     return False, f"eager ({run_steps:,} run-steps do not earn back a compile; --compile to compile)"
 
 
-def _common_spec(args: argparse.Namespace, kind: str, cfg: dict[str, Any], points: list[dict[str, Any]],
-                 steps: int) -> RunSpec:
+def _common_spec(
+    args: argparse.Namespace, kind: str, cfg: dict[str, Any], points: list[dict[str, Any]], steps: int
+) -> RunSpec:
     dev = O.device(args.device)
     compiled, why = choose_compile(args, len(points) * steps, dev)
     log_every = O.parse_int("log-every", args.log_every) if args.log_every is not None else 10
@@ -67,9 +68,21 @@ def _common_spec(args: argparse.Namespace, kind: str, cfg: dict[str, Any], point
     if args.mode is not None and not compiled:
         raise CLIError("--mode needs a compiled run (--compile)")
     guard = O.guard_from(args)
-    spec = RunSpec(kind, cfg, points, steps, args.dtype or "float32", dev, compiled, args.backend or "inductor",
-                   args.mode, chunk, log_every, every,
-                   {k: getattr(guard, k) for k in ("max_param", "max_output", "pinned_window", "pinned_fraction")})
+    spec = RunSpec(
+        kind,
+        cfg,
+        points,
+        steps,
+        args.dtype or "float32",
+        dev,
+        compiled,
+        args.backend or "inductor",
+        args.mode,
+        chunk,
+        log_every,
+        every,
+        {k: getattr(guard, k) for k in ("max_param", "max_output", "pinned_window", "pinned_fraction")},
+    )
     spec.why = why  # type: ignore[attr-defined]
     return spec
 
@@ -78,22 +91,25 @@ def _resume(args: argparse.Namespace, kind: str) -> tuple[RunSpec, Path, Path]:
     spec, file, out = load_resume(args.resume)
     if spec.kind != kind:
         raise CLIError(f"--resume {args.resume}: that is a {spec.kind} run; use funcgan {spec.kind} --resume")
-    given = O.system_config(args, sweep=kind == "sweep") if args.problem is not None or _any_system_option(args) \
-        else {}
+    given = O.system_config(args, sweep=kind == "sweep") if args.problem is not None or _any_system_option(args) else {}
     if args.problem is None:
         given.pop("problem", None)
     check_resume_options(spec, given, kind)
     for flag in ("dtype", "backend", "mode", "device"):
         v = getattr(args, flag)
         if v is not None and v != getattr(spec, flag):
-            raise CLIError(f"--{flag}: a resumed {kind} keeps its settings (the checkpoint has "
-                           f"{getattr(spec, flag)!r})")
+            raise CLIError(
+                f"--{flag}: a resumed {kind} keeps its settings (the checkpoint has {getattr(spec, flag)!r})"
+            )
     if kind == "sweep" and args.seeds is not None:
         seeds = O.parse_seeds(args.seeds)
         if sorted(set(seeds)) != sorted({p["seed"] for p in spec.points}):
             raise CLIError("--seeds: a resumed sweep keeps its seeds (the checkpoint has a different set)")
-    if kind == "train" and args.seed is not None and O.parse_int("seed", args.seed, 0, O.MAX_SEED) != \
-            spec.points[0]["seed"]:
+    if (
+        kind == "train"
+        and args.seed is not None
+        and O.parse_int("seed", args.seed, 0, O.MAX_SEED) != spec.points[0]["seed"]
+    ):
         raise CLIError(f"--seed: the resumed run is seed {spec.points[0]['seed']}")
     if args.steps is not None:
         steps = O.parse_int("steps", args.steps)
@@ -109,10 +125,36 @@ def _resume(args: argparse.Namespace, kind: str) -> tuple[RunSpec, Path, Path]:
 
 
 def _any_system_option(args: argparse.Namespace) -> bool:
-    names = ("data_dir", "batch_size", "width", "hidden", "lr", "gen_lr", "disc_lr", "gen_betas", "disc_betas",
-             "gen_clip_norm", "disc_clip_norm", "scheme", "loss", "n_disc", "n_gen", "gp", "r1", "r2", "dragan",
-             "clip", "penalty_every", "unroll", "unroll_stop_opt_grad", "consensus", "split", "max_gen_steps",
-             "l1_weight", "ema")
+    names = (
+        "data_dir",
+        "batch_size",
+        "width",
+        "hidden",
+        "lr",
+        "gen_lr",
+        "disc_lr",
+        "gen_betas",
+        "disc_betas",
+        "gen_clip_norm",
+        "disc_clip_norm",
+        "scheme",
+        "loss",
+        "n_disc",
+        "n_gen",
+        "gp",
+        "r1",
+        "r2",
+        "dragan",
+        "clip",
+        "penalty_every",
+        "unroll",
+        "unroll_stop_opt_grad",
+        "consensus",
+        "split",
+        "max_gen_steps",
+        "l1_weight",
+        "ema",
+    )
     return any(getattr(args, n, None) is not None for n in names)
 
 
@@ -135,16 +177,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         out = prepare_out(args.out)
         resume_file = None
     seed = spec.points[0]["seed"]
-    print(f"funcgan train: {system.description}; data: {system.data_source}; seed {seed}, {spec.steps} steps on "
-          f"{spec.device}, {spec.why}")  # type: ignore[attr-defined]
+    print(
+        f"funcgan train: {system.description}; data: {system.data_source}; seed {seed}, {spec.steps} steps on "
+        f"{spec.device}, {spec.why}"
+    )  # type: ignore[attr-defined]
     result = drive(spec, system, out, resume_file, show_progress=not args.no_progress)
     rows = R.per_seed_rows(system, result, samples)
     row = rows[0]
     _print_run(system, result, row)
     if out is not None:
         written = [R.write_tables(out, rows, R.summarize(rows, []), spec.meta())[-1]]
-        payload = {"summary": row, "logged_steps": result.logged_steps,
-                   "history": {k: v[:, 0].tolist() for k, v in result.history.items()}}
+        payload = {
+            "summary": row,
+            "logged_steps": result.logged_steps,
+            "history": {k: v[:, 0].tolist() for k, v in result.history.items()},
+        }
         written.append(dump_json(out / "metrics.json", payload))
         written += _figures(out, system, result)
         written.append(str(out / "state.safetensors"))
@@ -159,20 +206,30 @@ def _print_run(system, result: sweep.SweepResult, row: dict[str, Any]) -> None:
     print(f"done in {result.seconds:.2f} s ({rate:,.0f} steps/s; first step {result.compile_seconds:.2f} s)")
     for k in ("disc_loss", "gen_loss"):
         if k in row:
-            print(f"final {'D' if k.startswith('disc') else 'G'} loss (mean of the last 10% of logged steps): "
-                  f"{row[k]:.4f}")
-    metrics = [(k, v) for k, v in row.items() if k not in ("seed", "disc_loss", "gen_loss", "diverged_at",
-                                                           "diverged_reason", "steps") and isinstance(v, float)]
+            print(
+                f"final {'D' if k.startswith('disc') else 'G'} loss (mean of the last 10% of logged steps): "
+                f"{row[k]:.4f}"
+            )
+    metrics = [
+        (k, v)
+        for k, v in row.items()
+        if k not in ("seed", "disc_loss", "gen_loss", "diverged_at", "diverged_reason", "steps")
+        and isinstance(v, float)
+    ]
     if system.kind == "1d" and "gen_mean" in row:
         print(f"generated: mean {row['gen_mean']:+.4f}  std {row['gen_std']:.4f}")
-        print(f"data:      mean {system.real_stats.get('mean', float('nan')):+.4f}  "
-              f"std {system.real_stats.get('std', float('nan')):.4f}")
+        print(
+            f"data:      mean {system.real_stats.get('mean', float('nan')):+.4f}  "
+            f"std {system.real_stats.get('std', float('nan')):.4f}"
+        )
         metrics = [(k, v) for k, v in metrics if not k.startswith("gen_")]
     for k, v in metrics:
         print(f"{k}: {v:.4g}")
     if row["diverged_at"] != "":
-        print(f"WARNING: the run was flagged at step {row['diverged_at']} ({row['diverged_reason']}) and frozen "
-              "there; see --max-param, --max-output, --pinned-window")
+        print(
+            f"WARNING: the run was flagged at step {row['diverged_at']} ({row['diverged_reason']}) and frozen "
+            "there; see --max-param, --max-output, --pinned-window"
+        )
 
 
 def _figures(out: Path, system, result: sweep.SweepResult) -> list[str | None]:
@@ -190,10 +247,10 @@ def _figures(out: Path, system, result: sweep.SweepResult) -> list[str | None]:
         x = generate(system.gan, first, fr.key(7), 2500 if system.kind != "image" else 64, cond=cond)
         written.append(R.plot_samples(out / "samples.png", system, x.float().cpu(), f"{system.name}: samples"))
         if system.gan.ema is not None:
-            x = generate(system.gan, first, fr.key(7), 2500 if system.kind != "image" else 64, cond=cond,
-                         use_ema=True)
-            written.append(R.plot_samples(out / "samples_ema.png", system, x.float().cpu(),
-                                          f"{system.name}: EMA generator"))
+            x = generate(system.gan, first, fr.key(7), 2500 if system.kind != "image" else 64, cond=cond, use_ema=True)
+            written.append(
+                R.plot_samples(out / "samples_ema.png", system, x.float().cpu(), f"{system.name}: EMA generator")
+            )
     return written
 
 
@@ -231,13 +288,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         resume_file = None
     hypers = R.hyper_names(all_points)
     if rank == 0:
-        print(f"funcgan sweep: {system.description}; {len(all_points)} runs x {spec.steps} steps on {spec.device}, "
-              f"{spec.why}" + (f" ({world} processes)" if world > 1 else ""))  # type: ignore[attr-defined]
+        print(
+            f"funcgan sweep: {system.description}; {len(all_points)} runs x {spec.steps} steps on {spec.device}, "
+            f"{spec.why}" + (f" ({world} processes)" if world > 1 else "")
+        )  # type: ignore[attr-defined]
     rows: list[dict[str, Any]] = []
     result = None
     if spec.points:
-        result = drive(spec, system, out, resume_file, show_progress=not args.no_progress and rank == 0,
-                       quiet=rank != 0)
+        result = drive(
+            spec, system, out, resume_file, show_progress=not args.no_progress and rank == 0, quiet=rank != 0
+        )
         rows = R.per_seed_rows(system, result, samples)
     if world > 1:
         rows = shard.gather_rows(store, rows, rank, world)
@@ -246,19 +306,25 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     summary = R.summarize(rows, hypers)
     if result is not None:
         rate = sum(int(s) for s in result.state.step.tolist()) / max(result.seconds, 1e-9)
-        print(f"trained in {result.seconds:.1f} s (first call {result.compile_seconds:.1f} s): {rate:,.0f} run-steps/s"
-              f"{' on rank 0' if world > 1 else ''}, {result.chunk_size} run(s) per call")
+        print(
+            f"trained in {result.seconds:.1f} s (first call {result.compile_seconds:.1f} s): {rate:,.0f} run-steps/s"
+            f"{' on rank 0' if world > 1 else ''}, {result.chunk_size} run(s) per call"
+        )
     print(f"runs: {summary['runs']}, flagged as diverged: {summary['diverged']}")
     for g in summary["groups"]:
         label = ", ".join(f"{h}={g[h]}" for h in hypers) or "all runs"
         print(f"  {label}: {g['seeds']} seeds, {g['diverged']} diverged (excluded)")
         for col, st in g["metrics"].items():
-            print(f"    {col:<18} mean {st['mean']:+.4f}  std {st['std']:.4f}  q05 {st['q05']:+.4f}  "
-                  f"median {st['median']:+.4f}  q95 {st['q95']:+.4f}")
+            print(
+                f"    {col:<18} mean {st['mean']:+.4f}  std {st['std']:.4f}  q05 {st['q05']:+.4f}  "
+                f"median {st['median']:+.4f}  q95 {st['q95']:+.4f}"
+            )
     flagged = [r for r in rows if r["diverged_at"] != ""]
     for r in flagged[:20]:
-        print(f"  diverged: seed {r['seed']} at step {r['diverged_at']} ({r['diverged_reason']})"
-              + "".join(f", {h}={r[h]}" for h in hypers))
+        print(
+            f"  diverged: seed {r['seed']} at step {r['diverged_at']} ({r['diverged_reason']})"
+            + "".join(f", {h}={r[h]}" for h in hypers)
+        )
     if len(flagged) > 20:
         print(f"  ... and {len(flagged) - 20} more (see per_seed.csv)")
     top = None if args.out is None and out is None else (Path(args.out) if args.out else out)

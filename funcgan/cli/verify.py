@@ -21,8 +21,11 @@ def add_parser(sub: Any) -> None:
 
 
 #: small widths for the conv systems, so that a CPU verifies them in seconds
-SMALL = {"dcgan": {"width": 8, "batch_size": 16}, "sngan": {"width": 8, "batch_size": 16, "n_disc": 2},
-         "cgan": {"width": 8, "batch_size": 16}}
+SMALL = {
+    "dcgan": {"width": 8, "batch_size": 16},
+    "sngan": {"width": 8, "batch_size": 16, "n_disc": 2},
+    "cgan": {"width": 8, "batch_size": 16},
+}
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -46,7 +49,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
             tol = testing.DEFAULT_TOLERANCES[dtype]
             bad = report.exceeds(tol)
             failed |= bool(bad)
-            print(f"{problem:<12}{str(dtype).replace('torch.', ''):<9}{report.params:>11.2e}{report.buffers:>11.2e}"
-                  f"{report.moments:>11.2e}{report.losses:>11.2e}  {'FAIL ' + ','.join(bad) if bad else 'ok'} "
-                  f"(tol {tol['params']:.0e})", flush=True)
+            print(
+                f"{problem:<12}{str(dtype).replace('torch.', ''):<9}{report.params:>11.2e}{report.buffers:>11.2e}"
+                f"{report.moments:>11.2e}{report.losses:>11.2e}  {'FAIL ' + ','.join(bad) if bad else 'ok'} "
+                f"(tol {tol['params']:.0e})",
+                flush=True,
+            )
     return 1 if failed else 0

@@ -24,10 +24,27 @@ from funcgan.loops.reuse import Pix2Pix, ReuseFake
 from funcgan.loops.simultaneous import Consensus, Extragradient, Optimistic, Simultaneous, joint_field
 from funcgan.loops.unrolled import Unrolled
 
-__all__ = ["Loop", "Context", "batch_at", "draw_disc_inputs", "draw_gen_inputs", "joint_field",
-           "Alternating", "ReuseFake", "Pix2Pix", "Adaptive", "Simultaneous", "Extragradient", "Optimistic",
-           "Consensus", "Unrolled", "LOOPS"]
+__all__ = [
+    "Loop",
+    "Context",
+    "batch_at",
+    "draw_disc_inputs",
+    "draw_gen_inputs",
+    "joint_field",
+    "Alternating",
+    "ReuseFake",
+    "Pix2Pix",
+    "Adaptive",
+    "Simultaneous",
+    "Extragradient",
+    "Optimistic",
+    "Consensus",
+    "Unrolled",
+    "LOOPS",
+]
 
 #: name -> loop class
-LOOPS = {c.name: c for c in (Alternating, ReuseFake, Pix2Pix, Adaptive, Simultaneous, Extragradient, Optimistic,
-                             Consensus, Unrolled)}
+LOOPS = {
+    c.name: c
+    for c in (Alternating, ReuseFake, Pix2Pix, Adaptive, Simultaneous, Extragradient, Optimistic, Consensus, Unrolled)
+}

@@ -10,8 +10,8 @@ import torch
 from funcgan import losses
 from funcgan import random as fr
 from funcgan._checks import check_positive
-from funcgan.losses import Objective
 from funcgan.loops.base import Context, Loop, batch_at, draw_disc_inputs, draw_gen_inputs
+from funcgan.losses import Objective
 from funcgan.tree import tree_where
 
 __all__ = ["Adaptive"]
@@ -65,9 +65,12 @@ class Adaptive(Loop):
 
     def draw(self, gan, key, data, dtype):
         k_disc, k_gen, k_warm, k_net = fr.split(key, 4)
-        return {"disc": draw_disc_inputs(self, gan, k_disc, data, dtype, 1),
-                "gen": draw_gen_inputs(self, gan, k_gen, data, dtype, self.max_gen_steps), "net_key": k_net,
-                **self.draw_warmup(gan, k_warm, data, dtype)}
+        return {
+            "disc": draw_disc_inputs(self, gan, k_disc, data, dtype, 1),
+            "gen": draw_gen_inputs(self, gan, k_gen, data, dtype, self.max_gen_steps),
+            "net_key": k_net,
+            **self.draw_warmup(gan, k_warm, data, dtype),
+        }
 
     def update(self, gan, state, inputs, lazy=None):
         ctx = Context(gan, self, state, inputs, lazy)
@@ -75,28 +78,38 @@ class Adaptive(Loop):
         d, g = inputs["disc"], inputs["gen"]
         real, noise = batch_at(d["real"], 0), d["noise"][0]
         disc, loss_real, _ = ctx.update_disc(disc, real, real.x, noise, part="real", with_penalties=False)
-        fake, gbuf = ctx.G(gen.params, gen.buffers, None if d["z"] is None else d["z"][0], real.cond,
-                           train=not self.seed_modes)
+        fake, gbuf = ctx.G(
+            gen.params, gen.buffers, None if d["z"] is None else d["z"][0], real.cond, train=not self.seed_modes
+        )
         gen = gen._replace(buffers=gbuf)
         disc, loss_fake, metrics = ctx.update_disc(disc, real, fake, noise, part="fake")
         d_loss = loss_real + loss_fake
         rest_k = state.extra["rest_k"]
         # thresholds compared in float64, as the imperative loop compares Python floats
         train_g = (d_loss.to(torch.float64) < self.d_threshold) & (rest_k <= 0)
-        l = torch.zeros((), dtype=d_loss.dtype, device=d_loss.device)
+        g_loss = torch.zeros((), dtype=d_loss.dtype, device=d_loss.device)
         n_steps = torch.zeros((), dtype=torch.int64, device=d_loss.device)
         for i in range(self.max_gen_steps):
-            active = train_g & (l.to(torch.float64).abs() < self.g_threshold)
+            active = train_g & (g_loss.to(torch.float64).abs() < self.g_threshold)
             real_g = batch_at(g["real"], i) if "real" in g else None
-            new_gen, new_disc, l_i, m = ctx.update_gen(gen, disc, None if g["z"] is None else g["z"][i], real_g,
-                                                       disc_train=not self.seed_modes)
+            new_gen, new_disc, l_i, m = ctx.update_gen(
+                gen, disc, None if g["z"] is None else g["z"][i], real_g, disc_train=not self.seed_modes
+            )
             gen, disc = tree_where(active, (new_gen, new_disc), (gen, disc))
-            l = torch.where(active, l_i, l)
+            g_loss = torch.where(active, l_i, g_loss)
             n_steps = n_steps + active.to(torch.int64)
             metrics.update(m)
-        countdown = torch.floor(1.0 + l.abs().to(torch.float64) * self.countdown_scale).to(torch.int64)
+        countdown = torch.floor(1.0 + g_loss.abs().to(torch.float64) * self.countdown_scale).to(torch.int64)
         rest_k = torch.where(n_steps > 0, countdown, rest_k - 1)
         new = state._replace(gen=gen, disc=disc, extra={**state.extra, "rest_k": rest_k})
-        metrics.update({"disc/loss": d_loss, "disc/loss_real": loss_real, "disc/loss_fake": loss_fake,
-                        "gen/loss": l, "gen/steps": n_steps, "disc/rest_k": rest_k})
+        metrics.update(
+            {
+                "disc/loss": d_loss,
+                "disc/loss_real": loss_real,
+                "disc/loss_fake": loss_fake,
+                "gen/loss": g_loss,
+                "gen/steps": n_steps,
+                "disc/rest_k": rest_k,
+            }
+        )
         return new, metrics

@@ -41,8 +41,11 @@ class Alternating(Loop):
 
     def draw(self, gan, key, data, dtype):
         k_disc, k_gen, k_net = fr.split(key, 3)
-        return {"disc": draw_disc_inputs(self, gan, k_disc, data, dtype, self.n_disc),
-                "gen": draw_gen_inputs(self, gan, k_gen, data, dtype, self.n_gen), "net_key": k_net}
+        return {
+            "disc": draw_disc_inputs(self, gan, k_disc, data, dtype, self.n_disc),
+            "gen": draw_gen_inputs(self, gan, k_gen, data, dtype, self.n_gen),
+            "net_key": k_net,
+        }
 
     def update(self, gan, state, inputs, lazy=None):
         ctx = Context(gan, self, state, inputs, lazy)

@@ -28,8 +28,9 @@ D(fake).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch.func import grad_and_value
@@ -49,16 +50,18 @@ def batch_at(batch: Batch, i: int) -> Batch:
     return Batch(batch.x[i], None if batch.cond is None else batch.cond[i])
 
 
-def draw_disc_inputs(loop: "Loop", gan: GAN, key: torch.Tensor, data: Data, dtype: torch.dtype, n: int) -> dict:
+def draw_disc_inputs(loop: Loop, gan: GAN, key: torch.Tensor, data: Data, dtype: torch.dtype, n: int) -> dict:
     """``n`` D steps' inputs: real batches ``(n, B, ...)``, noise ``(n, B, *Z)`` and each penalty's noise."""
     k_real, k_z, k_pen = fr.split(key, 3)
     real = gan.sample_real(k_real, data, (n, gan.batch_size), dtype)
-    noise = [{p.name: p.draw(fr.fold_in(fr.fold_in(k_pen, i), j), real.x[i])
-              for j, p in enumerate(loop.loss_penalties)} for i in range(n)]
+    noise = [
+        {p.name: p.draw(fr.fold_in(fr.fold_in(k_pen, i), j), real.x[i]) for j, p in enumerate(loop.loss_penalties)}
+        for i in range(n)
+    ]
     return {"real": real, "z": gan.noise(k_z, (n, gan.batch_size), dtype), "noise": noise}
 
 
-def draw_gen_inputs(loop: "Loop", gan: GAN, key: torch.Tensor, data: Data, dtype: torch.dtype, n: int) -> dict:
+def draw_gen_inputs(loop: Loop, gan: GAN, key: torch.Tensor, data: Data, dtype: torch.dtype, n: int) -> dict:
     """``n`` G steps' inputs: noise ``(n, B, *Z)`` and, when G's loss needs a real batch (a relativistic
     objective) or conditions, real batches ``(n, B, ...)``."""
     k_real, k_z = fr.split(key)
@@ -88,13 +91,16 @@ class Loop:
 
     def __post_init__(self) -> None:
         if not isinstance(self.objective, Objective):
-            raise TypeError(f"{type(self).__name__}: objective must be a funcgan.losses.Objective, "
-                            f"got {type(self.objective).__name__}")
+            raise TypeError(
+                f"{type(self).__name__}: objective must be a funcgan.losses.Objective, "
+                f"got {type(self.objective).__name__}"
+            )
         pens = tuple(self.penalties) if isinstance(self.penalties, (list, tuple)) else (self.penalties,)
         for p in pens:
             if not isinstance(p, (Penalty, Constraint)):
-                raise TypeError(f"{type(self).__name__}: penalties must be Penalty or Constraint values, "
-                                f"got {type(p).__name__}")
+                raise TypeError(
+                    f"{type(self).__name__}: penalties must be Penalty or Constraint values, got {type(p).__name__}"
+                )
         names = [p.name for p in pens]
         if len(set(names)) != len(names):
             raise ValueError(f"{type(self).__name__}: penalty names must be unique, got {names}")
@@ -135,16 +141,19 @@ class Loop:
     def draw(self, gan: GAN, key: torch.Tensor, data: Data, dtype: torch.dtype) -> dict[str, Any]:
         raise NotImplementedError
 
-    def update(self, gan: GAN, state: TrainState, inputs: dict[str, Any],
-               lazy: dict[str, bool] | None = None) -> tuple[TrainState, Metrics]:
+    def update(
+        self, gan: GAN, state: TrainState, inputs: dict[str, Any], lazy: dict[str, bool] | None = None
+    ) -> tuple[TrainState, Metrics]:
         raise NotImplementedError
 
     # -- shared pieces ---------------------------------------------------------------------
     def _require_separable(self, gan: GAN) -> None:
         if not self.objective.separable:
-            raise ValueError(f"{type(self).__name__} steps D on real and generated data separately, which needs an "
-                             f"objective whose D loss separates; '{self.objective.name}' does not (a relativistic "
-                             "loss compares real and generated outputs)")
+            raise ValueError(
+                f"{type(self).__name__} steps D on real and generated data separately, which needs an "
+                f"objective whose D loss separates; '{self.objective.name}' does not (a relativistic "
+                "loss compares real and generated outputs)"
+            )
 
     def draw_warmup(self, gan: GAN, key: torch.Tensor, data: Data, dtype: torch.dtype) -> dict[str, Any]:
         """Inputs of the ``n_disc - 1`` extra D updates (empty for ``n_disc = 1``)."""
@@ -152,7 +161,7 @@ class Loop:
             return {}
         return {"warmup": draw_disc_inputs(self, gan, key, data, dtype, self.n_disc - 1)}
 
-    def warmup(self, ctx: "Context", gen: PlayerState, disc: PlayerState, inputs: dict[str, Any]):
+    def warmup(self, ctx: Context, gen: PlayerState, disc: PlayerState, inputs: dict[str, Any]):
         """The ``n_disc - 1`` extra D updates: each on a fresh real batch and fresh (constant) samples."""
         losses_: list[torch.Tensor] = []
         if "warmup" not in inputs:
@@ -174,8 +183,7 @@ class Context:
     Python helper during tracing, holding no tensors beyond this step.
     """
 
-    def __init__(self, gan: GAN, loop: Loop, state: TrainState, inputs: dict[str, Any],
-                 lazy: dict[str, bool] | None):
+    def __init__(self, gan: GAN, loop: Loop, state: TrainState, inputs: dict[str, Any], lazy: dict[str, bool] | None):
         self.gan, self.loop, self.hp, self.step, self.lazy = gan, loop, state.hparams, state.step, lazy
         self._net_key = inputs["net_key"]
         self._count = 0
@@ -183,7 +191,7 @@ class Context:
         self._keyed = bool(gan.gen_apply.stochastic or gan.disc_apply.stochastic)
 
     # -- keys and networks -----------------------------------------------------------------
-    def with_key(self, net_key: torch.Tensor) -> "Context":
+    def with_key(self, net_key: torch.Tensor) -> Context:
         """A context whose forwards draw their keys from ``net_key`` (counter at 0): evaluating the
         same computation twice under ``ctx.with_key(k)`` gives the same dropout masks."""
         sub = object.__new__(Context)
@@ -224,8 +232,16 @@ class Context:
         return disc._replace(params=params)
 
     # -- D -------------------------------------------------------------------------------
-    def disc_loss(self, real: Batch, fake_x: torch.Tensor, noise: dict[str, Any], part: str = "both",
-                  fake_first: bool = False, scale: float = 1.0, with_penalties: bool = True):
+    def disc_loss(
+        self,
+        real: Batch,
+        fake_x: torch.Tensor,
+        noise: dict[str, Any],
+        part: str = "both",
+        fake_first: bool = False,
+        scale: float = 1.0,
+        with_penalties: bool = True,
+    ):
         """D's loss ``(params, buffers) -> (loss, buffers, metrics)`` on a real batch and constant samples.
 
         Args:
@@ -246,8 +262,11 @@ class Context:
 
         def loss(params, buffers):
             outs: dict[str, torch.Tensor] = {}
-            order = [("fake", fake_x, k_first), ("real", real.x, k_second)] if fake_first else \
-                [("real", real.x, k_first), ("fake", fake_x, k_second)]
+            order = (
+                [("fake", fake_x, k_first), ("real", real.x, k_second)]
+                if fake_first
+                else [("real", real.x, k_first), ("fake", fake_x, k_second)]
+            )
             for which, x, k in order:
                 if part in ("both", which):
                     outs[which], buffers = self.D(params, buffers, x, cond, k)
@@ -275,15 +294,22 @@ class Context:
 
         return loss
 
-    def update_disc(self, disc: PlayerState, real: Batch, fake_x: torch.Tensor, noise: dict[str, Any],
-                    **kwargs: Any) -> tuple[PlayerState, torch.Tensor, Metrics]:
+    def update_disc(
+        self, disc: PlayerState, real: Batch, fake_x: torch.Tensor, noise: dict[str, Any], **kwargs: Any
+    ) -> tuple[PlayerState, torch.Tensor, Metrics]:
         """One D optimizer step on :meth:`disc_loss`, then the constraints."""
         disc, loss, metrics = update_player(self.disc_loss(real, fake_x, noise, **kwargs), disc, self.gan.disc_tx)
         return self.constrain(disc), loss, metrics
 
     # -- G -------------------------------------------------------------------------------
-    def gen_loss_of_fake(self, disc: PlayerState, real: Batch | None, cond: torch.Tensor | None,
-                         extra: Callable[..., tuple[torch.Tensor, Metrics]] | None = None, disc_train: bool = True):
+    def gen_loss_of_fake(
+        self,
+        disc: PlayerState,
+        real: Batch | None,
+        cond: torch.Tensor | None,
+        extra: Callable[..., tuple[torch.Tensor, Metrics]] | None = None,
+        disc_train: bool = True,
+    ):
         """G's objective as a function of its samples: ``fake -> (loss, (disc_buffers, metrics))``,
         with D's parameters fixed (only D's input gradient is ever taken); D in eval mode with
         ``disc_train=False``."""
@@ -308,8 +334,14 @@ class Context:
 
         return loss
 
-    def gen_loss(self, disc: PlayerState, z: torch.Tensor | None, real: Batch | None,
-                 extra: Callable[..., tuple[torch.Tensor, Metrics]] | None = None, disc_train: bool = True):
+    def gen_loss(
+        self,
+        disc: PlayerState,
+        z: torch.Tensor | None,
+        real: Batch | None,
+        extra: Callable[..., tuple[torch.Tensor, Metrics]] | None = None,
+        disc_train: bool = True,
+    ):
         """G's loss ``(params, buffers) -> (loss, buffers, (disc_buffers, metrics))``: G(z), then D."""
         cond = real.cond if real is not None else None
         k_gen = self.key()
@@ -322,21 +354,37 @@ class Context:
 
         return loss
 
-    def update_gen(self, gen: PlayerState, disc: PlayerState, z: torch.Tensor | None, real: Batch | None,
-                   extra: Callable[..., tuple[torch.Tensor, Metrics]] | None = None, disc_train: bool = True):
+    def update_gen(
+        self,
+        gen: PlayerState,
+        disc: PlayerState,
+        z: torch.Tensor | None,
+        real: Batch | None,
+        extra: Callable[..., tuple[torch.Tensor, Metrics]] | None = None,
+        disc_train: bool = True,
+    ):
         """One G optimizer step through D (D's parameters constant); returns ``(gen, disc, loss, metrics)``
         with D's buffers as its forwards left them."""
-        gen, loss, (disc_buffers, metrics) = update_player(self.gen_loss(disc, z, real, extra, disc_train), gen,
-                                                           self.gan.gen_tx)
+        gen, loss, (disc_buffers, metrics) = update_player(
+            self.gen_loss(disc, z, real, extra, disc_train), gen, self.gan.gen_tx
+        )
         return gen, disc._replace(buffers=disc_buffers), loss, metrics
 
-    def step_gen_through(self, gen: PlayerState, gen_vjp: Callable, fake: torch.Tensor, disc: PlayerState,
-                         real: Batch | None, extra: Callable[..., tuple[torch.Tensor, Metrics]] | None = None):
+    def step_gen_through(
+        self,
+        gen: PlayerState,
+        gen_vjp: Callable,
+        fake: torch.Tensor,
+        disc: PlayerState,
+        real: Batch | None,
+        extra: Callable[..., tuple[torch.Tensor, Metrics]] | None = None,
+    ):
         """G's step through an earlier forward ``fake`` (kept under ``torch.func.vjp``): D's input
         gradient at ``fake`` pulled back through G. Returns ``(gen, disc, loss, metrics)``."""
         cond = real.cond if real is not None else None
         d_fake, (loss, (disc_buffers, metrics)) = grad_and_value(
-            self.gen_loss_of_fake(disc, real, cond, extra), has_aux=True)(fake)
+            self.gen_loss_of_fake(disc, real, cond, extra), has_aux=True
+        )(fake)
         (grads,) = gen_vjp(d_fake)
         gen = apply_gradients(gen, grads, self.gan.gen_tx)
         return gen, disc._replace(buffers=disc_buffers), loss, metrics

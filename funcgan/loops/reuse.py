@@ -22,8 +22,11 @@ __all__ = ["ReuseFake", "Pix2Pix"]
 
 def _draw(loop: Loop, gan, key, data, dtype) -> dict:
     k_main, k_warm, k_net = fr.split(key, 3)
-    return {"main": draw_disc_inputs(loop, gan, k_main, data, dtype, 1), "net_key": k_net,
-            **loop.draw_warmup(gan, k_warm, data, dtype)}
+    return {
+        "main": draw_disc_inputs(loop, gan, k_main, data, dtype, 1),
+        "net_key": k_net,
+        **loop.draw_warmup(gan, k_warm, data, dtype),
+    }
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from torch.func import grad, grad_and_value, vjp
 from funcgan import random as fr
 from funcgan._checks import check_positive
 from funcgan.loops.base import Context, Loop, batch_at, draw_disc_inputs
+from funcgan.loops.unrolled import _with_buffers_aux
 from funcgan.optim.base import apply_updates
 from funcgan.tree import tree_map
 
@@ -55,11 +56,11 @@ def joint_field(ctx: Context, real, z, noise):
         k_gen = sub.key()
         fake, gen_vjp, gbuf = vjp(lambda p: sub.G(p, gbuf, z, real.cond, k_gen), gp, has_aux=True)
         d_loss_fn = sub.disc_loss(real, fake, noise)
-        d_grads, (d_loss, (dbuf, metrics)) = grad_and_value(
-            lambda p: (lambda l, b, m: (l, (b, m)))(*d_loss_fn(p, dbuf)), has_aux=True)(dp)
+        d_grads, (d_loss, (dbuf, metrics)) = grad_and_value(_with_buffers_aux(d_loss_fn, dbuf), has_aux=True)(dp)
         disc_now = _Player(dp, dbuf)
-        d_fake, (g_loss, (dbuf, m)) = grad_and_value(sub.gen_loss_of_fake(disc_now, real, real.cond),
-                                                     has_aux=True)(fake)
+        d_fake, (g_loss, (dbuf, m)) = grad_and_value(sub.gen_loss_of_fake(disc_now, real, real.cond), has_aux=True)(
+            fake
+        )
         (g_grads,) = gen_vjp(d_fake)
         return g_grads, d_grads, (d_loss, g_loss, gbuf, dbuf, {**metrics, **m})
 
@@ -86,8 +87,11 @@ class Simultaneous(Loop):
 
     def draw(self, gan, key, data, dtype):
         k_main, k_warm, k_net = fr.split(key, 3)
-        return {"main": draw_disc_inputs(self, gan, k_main, data, dtype, 1), "net_key": k_net,
-                **self.draw_warmup(gan, k_warm, data, dtype)}
+        return {
+            "main": draw_disc_inputs(self, gan, k_main, data, dtype, 1),
+            "net_key": k_net,
+            **self.draw_warmup(gan, k_warm, data, dtype),
+        }
 
     def _updates(self, ctx: Context, gen, disc, state, g_grads, d_grads):
         u_g, gs = ctx.gan.gen_tx.update(g_grads, gen.opt_state, gen.params)
@@ -119,7 +123,8 @@ class Extragradient(Simultaneous):
 
     def _field_grads(self, ctx, gen, disc, state, field):
         g_grads, d_grads, (d_loss, g_loss, gbuf, dbuf, metrics) = field(
-            gen.params, disc.params, gen.buffers, disc.buffers, ctx.key())
+            gen.params, disc.params, gen.buffers, disc.buffers, ctx.key()
+        )
         u_g, _ = ctx.gan.gen_tx.update(g_grads, gen.opt_state, gen.params)
         u_d, _ = ctx.gan.disc_tx.update(d_grads, disc.opt_state, disc.params)
         gp_half, dp_half = apply_updates(gen.params, u_g), apply_updates(disc.params, u_d)
@@ -135,8 +140,10 @@ class Optimistic(Simultaneous):
     name: ClassVar[str] = "optimistic"
 
     def init_extra(self, gen, disc) -> dict[str, Any]:
-        return {"gen_prev_update": {k: torch.zeros_like(v) for k, v in gen.params.items()},
-                "disc_prev_update": {k: torch.zeros_like(v) for k, v in disc.params.items()}}
+        return {
+            "gen_prev_update": {k: torch.zeros_like(v) for k, v in gen.params.items()},
+            "disc_prev_update": {k: torch.zeros_like(v) for k, v in disc.params.items()},
+        }
 
     def _updates(self, ctx, gen, disc, state, g_grads, d_grads):
         u_g, gs, u_d, ds, extra = super()._updates(ctx, gen, disc, state, g_grads, d_grads)
@@ -170,7 +177,7 @@ class Consensus(Simultaneous):
 
         def half_sq_norm(gp, dp):
             g, d, _ = field(gp, dp, gen.buffers, disc.buffers, key)
-            return 0.5 * (sum((v ** 2).sum() for v in g.values()) + sum((v ** 2).sum() for v in d.values()))
+            return 0.5 * (sum((v**2).sum() for v in g.values()) + sum((v**2).sum() for v in d.values()))
 
         r_g, r_d = grad(half_sq_norm, argnums=(0, 1))(gen.params, disc.params)
         gamma = state.hparams["consensus"]

@@ -17,6 +17,16 @@ from funcgan.tree import tree_map
 __all__ = ["Unrolled"]
 
 
+def _with_buffers_aux(loss_fn, buffers):
+    """``params -> (loss, (buffers, metrics))`` from a loss ``(params, buffers) -> (loss, buffers, metrics)``."""
+
+    def f(params):
+        loss, new_buffers, metrics = loss_fn(params, buffers)
+        return loss, (new_buffers, metrics)
+
+    return f
+
+
 @dataclass(frozen=True)
 class Unrolled(Loop):
     """D steps as :class:`~funcgan.loops.Alternating`; G's loss is taken against D after ``unroll``
@@ -47,8 +57,11 @@ class Unrolled(Loop):
 
     def draw(self, gan, key, data, dtype):
         k_disc, k_gen, k_unroll, k_net = fr.split(key, 4)
-        out = {"disc": draw_disc_inputs(self, gan, k_disc, data, dtype, self.n_disc),
-               "gen": draw_gen_inputs(self, gan, k_gen, data, dtype, 1), "net_key": k_net}
+        out = {
+            "disc": draw_disc_inputs(self, gan, k_disc, data, dtype, self.n_disc),
+            "gen": draw_gen_inputs(self, gan, k_gen, data, dtype, 1),
+            "net_key": k_net,
+        }
         if self.unroll:
             out["unroll"] = draw_disc_inputs(self, gan, k_unroll, data, dtype, self.unroll)
         return out
@@ -87,8 +100,7 @@ class Unrolled(Loop):
                 sub = ctx.with_key(look_keys[j])
                 fake, gbuf_j = sub.G(gp, gbuf, None if u["z"] is None else u["z"][j], real.cond)  # differentiable in gp
                 d_loss_fn = sub.disc_loss(real, fake, u["noise"][j])
-                d_grads, _ = grad_and_value(lambda p: (lambda l, b, m: (l, b))(*d_loss_fn(p, ahead.buffers)),
-                                            has_aux=True)(ahead.params)
+                d_grads, _ = grad_and_value(_with_buffers_aux(d_loss_fn, ahead.buffers), has_aux=True)(ahead.params)
                 opt_state = ahead.opt_state
                 if self.stop_opt_grad:
                     opt_state = tree_map(lambda x: x.detach() if x.is_floating_point() else x, opt_state)

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,11 +31,27 @@ from torch.nn.utils import parametrize as _parametrize
 
 from funcgan import random as fr
 from funcgan.nets import stochastic
-from funcgan.nets.parametrize import FunctionalSpectralNorm, check_no_legacy_hooks, functional_parametrization, \
-    spectral_norm_buffers
+from funcgan.nets.parametrize import (
+    FunctionalSpectralNorm,
+    check_no_legacy_hooks,
+    functional_parametrization,
+    spectral_norm_buffers,
+)
 
-__all__ = ["Params", "Buffers", "Apply", "init_params", "params_from_module", "load_into_module", "make_apply",
-           "make_skeleton", "check_params", "count_params", "to_state_dict", "normal_init"]
+__all__ = [
+    "Params",
+    "Buffers",
+    "Apply",
+    "init_params",
+    "params_from_module",
+    "load_into_module",
+    "make_apply",
+    "make_skeleton",
+    "check_params",
+    "count_params",
+    "to_state_dict",
+    "normal_init",
+]
 
 Params = dict[str, torch.Tensor]
 Buffers = dict[str, torch.Tensor]
@@ -90,8 +107,9 @@ def make_apply(module: nn.Module, who: str = "funcgan") -> Apply:
     names = stochastic.stochastic_modules(train_skel)
     label = type(module).__name__
 
-    def apply(params: Params, buffers: Buffers, *inputs: Any, key: torch.Tensor | None = None,
-              train: bool = True) -> tuple[Any, Buffers]:
+    def apply(
+        params: Params, buffers: Buffers, *inputs: Any, key: torch.Tensor | None = None, train: bool = True
+    ) -> tuple[Any, Buffers]:
         tensors = dict(params)
         if buffers:
             if train:
@@ -99,8 +117,9 @@ def make_apply(module: nn.Module, who: str = "funcgan") -> Apply:
             tensors.update(buffers)
         if train and names:
             if key is None:
-                raise ValueError(f"{label}: in-module randomness ({', '.join(names)}) needs a key in train mode "
-                                 "(apply(..., key=k))")
+                raise ValueError(
+                    f"{label}: in-module randomness ({', '.join(names)}) needs a key in train mode (apply(..., key=k))"
+                )
             tensors.update(stochastic.forward_keys(key, names))
         out = functional_call(train_skel if train else eval_skel, tensors, inputs)
         return out, buffers
@@ -120,11 +139,12 @@ def _fan_in(weight_shape: tuple[int, ...]) -> int:
     return weight_shape[1] * receptive
 
 
-def _default_value(layer: nn.Module, tname: str, shape: tuple[int, ...], key: torch.Tensor, dtype: torch.dtype,
-                   where: str) -> torch.Tensor:
+def _default_value(
+    layer: nn.Module, tname: str, shape: tuple[int, ...], key: torch.Tensor, dtype: torch.dtype, where: str
+) -> torch.Tensor:
     """What ``layer.reset_parameters()`` draws for its tensor ``tname``, from ``key``."""
     if isinstance(layer, (nn.Linear, nn.Bilinear) + _CONV):
-        w_shape = tuple(getattr(layer, "weight").shape)
+        w_shape = tuple(layer.weight.shape)
         fan_in = w_shape[1] if isinstance(layer, nn.Bilinear) else _fan_in(w_shape)
         bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
         return fr.uniform(key, shape, dtype, -bound, bound)
@@ -137,9 +157,16 @@ def _default_value(layer: nn.Module, tname: str, shape: tuple[int, ...], key: to
         return w
     if isinstance(layer, nn.PReLU):
         return torch.full(shape, 0.25, dtype=dtype)
-    raise TypeError(f"init_params: no default initialisation known for parameter '{where}' of "
-                    f"{type(layer).__name__}; define funcgan_init(key, dtype) on the module, pass your own "
-                    "initial weights (params_from_module), or an initializer such as nets.normal_init")
+    raise TypeError(
+        f"init_params: no default initialisation known for parameter '{where}' of "
+        f"{type(layer).__name__}; define funcgan_init(key, dtype) on the module, pass your own "
+        "initial weights (params_from_module), or an initializer such as nets.normal_init"
+    )
+
+
+def _prefixer(mod_name: str) -> Callable[[str], str]:
+    """``name -> "mod_name.name"`` (just ``name`` at the top level)."""
+    return lambda name: f"{mod_name}.{name}" if mod_name else name
 
 
 def _split_name(full: str) -> tuple[str, str]:
@@ -194,7 +221,7 @@ def init_params(
         own = dict(mod.named_parameters(recurse=False))
         if not own:
             continue
-        full = lambda p: f"{mod_name}.{p}" if mod_name else p  # noqa: E731
+        full = _prefixer(mod_name)
         original = module.get_submodule(mod_name)
         if hasattr(original, "funcgan_init"):
             custom = original.funcgan_init(keys[index[full(next(iter(own)))]], dtype)
@@ -217,18 +244,25 @@ def init_params(
                 params[full("original")] = value.to(dtype)
             continue
         for p_name, p in own.items():
-            params[full(p_name)] = _default_value(mod, p_name, tuple(p.shape), keys[index[full(p_name)]], dtype,
-                                                  full(p_name))
+            params[full(p_name)] = _default_value(
+                mod, p_name, tuple(p.shape), keys[index[full(p_name)]], dtype, full(p_name)
+            )
     params = {n: params[n].to(device) for n in names}  # named_parameters() order
     return params, _init_buffers(module, skel, params, key, dtype, device)
 
 
-def _init_buffers(module: nn.Module, skel: nn.Module, params: Params, key: torch.Tensor, dtype: torch.dtype,
-                  device: torch.device | str) -> Buffers:
+def _init_buffers(
+    module: nn.Module,
+    skel: nn.Module,
+    params: Params,
+    key: torch.Tensor,
+    dtype: torch.dtype,
+    device: torch.device | str,
+) -> Buffers:
     out: Buffers = {}
     sn_keys = fr.split(fr.fold_in(key.to("cpu"), _BUFFER_STREAM), max(1, len(list(skel.named_modules()))))
     for i, (mod_name, mod) in enumerate(skel.named_modules()):
-        full = lambda b: f"{mod_name}.{b}" if mod_name else b  # noqa: E731
+        full = _prefixer(mod_name)
         if isinstance(mod, FunctionalSpectralNorm) and hasattr(mod, "_u"):
             plist_name = mod_name.rpartition(".")[0]
             weight = params[f"{plist_name}.original"].to("cpu")
@@ -243,8 +277,10 @@ def _init_buffers(module: nn.Module, skel: nn.Module, params: Params, key: torch
             else:
                 src = dict(module.named_buffers()).get(full(b_name))
                 if src is None or src.device.type == "meta":
-                    raise TypeError(f"init_params: no default for buffer '{full(b_name)}' of a meta "
-                                    f"{type(mod).__name__}; build the module on a real device")
+                    raise TypeError(
+                        f"init_params: no default for buffer '{full(b_name)}' of a meta "
+                        f"{type(mod).__name__}; build the module on a real device"
+                    )
                 t = src.detach().clone()
             out[full(b_name)] = t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
     order = [n for n, _ in module.named_buffers() if not n.endswith(stochastic.KEY_BUFFER)]
@@ -260,16 +296,18 @@ def _owner(name: str) -> tuple[str, str]:
     return _split_name(name)
 
 
-def normal_init(std: float = 0.02, norm_mean: float = 1.0,
-                embedding_std: float | None = None) -> Callable[..., tuple[Params, Buffers]]:
+def normal_init(
+    std: float = 0.02, norm_mean: float = 1.0, embedding_std: float | None = None
+) -> Callable[..., tuple[Params, Buffers]]:
     """An initializer ``(module, key, dtype, device) -> (params, buffers)`` as DCGAN draws it
     (Radford et al. 2016; pytorch/examples' ``weights_init``): convolution weights (also
     transposed) ``N(0, std)``, BatchNorm weights ``N(norm_mean, std)`` and biases 0; with
     ``embedding_std``, embedding weights ``N(0, embedding_std)``; every other tensor as
     :func:`init_params`. A spectral-normed weight's original is drawn the same way."""
 
-    def init(module: nn.Module, key: torch.Tensor, dtype: torch.dtype = torch.float32,
-             device: torch.device | str = "cpu") -> tuple[Params, Buffers]:
+    def init(
+        module: nn.Module, key: torch.Tensor, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+    ) -> tuple[Params, Buffers]:
         params, _ = init_params(module, key, dtype, device)
         keys = fr.split(fr.fold_in(key.to("cpu"), 0xDC6A), max(1, len(params)))
         for i, (name, p) in enumerate(params.items()):
@@ -299,8 +337,7 @@ def params_from_module(module: nn.Module) -> tuple[Params, Buffers]:
     """A live module's current parameters and buffers as fresh dicts (detached clones): start
     training from your own initial weights."""
     params = {n: p.detach().clone() for n, p in module.named_parameters()}
-    buffers = {n: b.detach().clone() for n, b in module.named_buffers()
-               if not n.endswith(stochastic.KEY_BUFFER)}
+    buffers = {n: b.detach().clone() for n, b in module.named_buffers() if not n.endswith(stochastic.KEY_BUFFER)}
     return params, buffers
 
 
@@ -366,12 +403,15 @@ def check_params(module: nn.Module, params: Params, buffers: Buffers | None = No
         missing = sorted(set(exp_b) - set(buffers))
         unexpected = sorted(set(buffers) - set(exp_b))
         if missing or unexpected:
-            raise ValueError(f"{who}: buffer dict does not match {type(module).__name__}: "
-                             f"missing {missing or 'none'}, unexpected {unexpected or 'none'}")
+            raise ValueError(
+                f"{who}: buffer dict does not match {type(module).__name__}: "
+                f"missing {missing or 'none'}, unexpected {unexpected or 'none'}"
+            )
         for n, b in exp_b.items():
             if tuple(buffers[n].shape) != tuple(b.shape):
-                raise ValueError(f"{who}: buffer '{n}' has shape {tuple(buffers[n].shape)}, "
-                                 f"module expects {tuple(b.shape)}")
+                raise ValueError(
+                    f"{who}: buffer '{n}' has shape {tuple(buffers[n].shape)}, module expects {tuple(b.shape)}"
+                )
 
 
 def count_params(params: Params) -> int:

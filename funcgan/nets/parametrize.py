@@ -32,8 +32,13 @@ from torch.nn.utils import parametrizations as _P
 
 from funcgan import random as fr
 
-__all__ = ["FunctionalSpectralNorm", "FunctionalWeightNorm", "functional_parametrization",
-           "spectral_norm_buffers", "check_no_legacy_hooks"]
+__all__ = [
+    "FunctionalSpectralNorm",
+    "FunctionalWeightNorm",
+    "functional_parametrization",
+    "spectral_norm_buffers",
+    "check_no_legacy_hooks",
+]
 
 
 def _reshape_to_matrix(weight: torch.Tensor, dim: int) -> torch.Tensor:
@@ -56,8 +61,7 @@ class FunctionalSpectralNorm(nn.Module):
         dim, eps, n_power_iterations: as in torch (``dim`` already made non-negative).
     """
 
-    def __init__(self, dim: int, eps: float, n_power_iterations: int, u: torch.Tensor | None,
-                 v: torch.Tensor | None):
+    def __init__(self, dim: int, eps: float, n_power_iterations: int, u: torch.Tensor | None, v: torch.Tensor | None):
         super().__init__()
         self.dim, self.eps, self.n_power_iterations = dim, eps, n_power_iterations
         if u is not None:
@@ -65,7 +69,7 @@ class FunctionalSpectralNorm(nn.Module):
             self.register_buffer("_v", v)
 
     @classmethod
-    def from_torch(cls, m: nn.Module) -> "FunctionalSpectralNorm":
+    def from_torch(cls, m: nn.Module) -> FunctionalSpectralNorm:
         return cls(m.dim, m.eps, getattr(m, "n_power_iterations", 1), getattr(m, "_u", None), getattr(m, "_v", None))
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
@@ -124,9 +128,11 @@ def functional_parametrization(m: nn.Module, where: str) -> nn.Module:
     if isinstance(m, (FunctionalSpectralNorm, FunctionalWeightNorm)):
         return m
     if any(True for _ in m.buffers()):
-        raise TypeError(f"funcgan cannot make the parametrization {type(m).__name__} at '{where}' functional: "
-                        "it keeps buffers whose updates funcgan does not know; use a stateless parametrization, "
-                        "or spectral_norm / weight_norm from torch.nn.utils.parametrizations")
+        raise TypeError(
+            f"funcgan cannot make the parametrization {type(m).__name__} at '{where}' functional: "
+            "it keeps buffers whose updates funcgan does not know; use a stateless parametrization, "
+            "or spectral_norm / weight_norm from torch.nn.utils.parametrizations"
+        )
     return m
 
 
@@ -140,7 +146,8 @@ def check_no_legacy_hooks(module: nn.Module, who: str) -> None:
                 modern = "spectral_norm" if kind == "SpectralNorm" else "weight_norm"
                 raise TypeError(
                     f"{who}: module '{name or type(module).__name__}' uses the hook-based torch.nn.utils.{modern}, "
-                    f"which funcgan cannot run functionally; use torch.nn.utils.parametrizations.{modern} instead")
+                    f"which funcgan cannot run functionally; use torch.nn.utils.parametrizations.{modern} instead"
+                )
 
 
 def spectral_norm_buffers(weight: torch.Tensor, sn: nn.Module, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -76,8 +76,10 @@ def keyed(module: nn.Module, who: str = "funcgan") -> nn.Module:
     whose training-mode randomness funcgan cannot key (``RReLU``, alpha dropout)."""
     for name, child in list(module.named_modules()):
         if isinstance(child, RANDOM_MODULES):
-            raise TypeError(f"{who}: module '{name}' ({type(child).__name__}) draws from torch's global RNG in train "
-                            "mode, which funcgan cannot key per seed; use nn.Dropout, or a deterministic layer")
+            raise TypeError(
+                f"{who}: module '{name}' ({type(child).__name__}) draws from torch's global RNG in train "
+                "mode, which funcgan cannot key per seed; use nn.Dropout, or a deterministic layer"
+            )
     for name, child in list(module.named_modules()):
         new = _replacement(child)
         if new is None:

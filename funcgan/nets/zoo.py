@@ -11,14 +11,23 @@ Every network here is a plain ``nn.Module``; funcgan runs it through
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-__all__ = ["mlp", "Seed000Generator", "Seed000Discriminator", "ConditionalDiscriminator", "DCGANGenerator",
-           "DCGANDiscriminator", "SNGANGenerator", "SNGANDiscriminator", "ACTIVATIONS"]
+__all__ = [
+    "mlp",
+    "Seed000Generator",
+    "Seed000Discriminator",
+    "ConditionalDiscriminator",
+    "DCGANGenerator",
+    "DCGANDiscriminator",
+    "SNGANGenerator",
+    "SNGANDiscriminator",
+    "ACTIVATIONS",
+]
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -119,10 +128,17 @@ class DCGANGenerator(nn.Module):
         self.embed = nn.Embedding(n_classes, n_classes) if n_classes else None
         w, z_in = width, latent_dim + n_classes
         self.main = nn.Sequential(
-            nn.ConvTranspose2d(z_in, 4 * w, 4, 1, 0, bias=False), nn.BatchNorm2d(4 * w), nn.ReLU(True),
-            nn.ConvTranspose2d(4 * w, 2 * w, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * w), nn.ReLU(True),
-            nn.ConvTranspose2d(2 * w, w, 4, 2, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(True),
-            nn.ConvTranspose2d(w, channels, 4, 2, 1, bias=False), nn.Tanh(),
+            nn.ConvTranspose2d(z_in, 4 * w, 4, 1, 0, bias=False),
+            nn.BatchNorm2d(4 * w),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(4 * w, 2 * w, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(2 * w),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(2 * w, w, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(w),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(w, channels, 4, 2, 1, bias=False),
+            nn.Tanh(),
         )
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:  # -> (B, C, 32, 32)
@@ -145,8 +161,7 @@ class DCGANDiscriminator(nn.Module):
     features (Miyato & Koyama 2018).
     """
 
-    def __init__(self, width: int = 64, channels: int = 1, probs: bool = True, norm: str = "batch",
-                 n_classes: int = 0):
+    def __init__(self, width: int = 64, channels: int = 1, probs: bool = True, norm: str = "batch", n_classes: int = 0):
         super().__init__()
         if norm not in ("batch", "none", "layer"):
             raise ValueError(f"DCGANDiscriminator: norm must be batch, none or layer, got {norm!r}")
@@ -158,9 +173,14 @@ class DCGANDiscriminator(nn.Module):
             return {"batch": [nn.BatchNorm2d(c)], "none": [], "layer": [nn.GroupNorm(1, c)]}[norm]
 
         self.features = nn.Sequential(
-            nn.Conv2d(channels, w, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(w, 2 * w, 4, 2, 1, bias=False), *normed(2 * w), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(2 * w, 4 * w, 4, 2, 1, bias=False), *normed(4 * w), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(channels, w, 4, 2, 1, bias=False),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(w, 2 * w, 4, 2, 1, bias=False),
+            *normed(2 * w),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(2 * w, 4 * w, 4, 2, 1, bias=False),
+            *normed(4 * w),
+            nn.LeakyReLU(0.2, inplace=True),
         )
         self.out = nn.Conv2d(4 * w, 1, 4, 1, 0, bias=False)
         self.probs = nn.Sigmoid() if probs else None
@@ -189,11 +209,19 @@ class SNGANGenerator(nn.Module):
         self.w = w
         self.fc = nn.Linear(latent_dim, 4 * 4 * 8 * w)
         self.main = nn.Sequential(
-            nn.BatchNorm2d(8 * w), nn.ReLU(),
-            nn.ConvTranspose2d(8 * w, 4 * w, 4, 2, 1), nn.BatchNorm2d(4 * w), nn.ReLU(),
-            nn.ConvTranspose2d(4 * w, 2 * w, 4, 2, 1), nn.BatchNorm2d(2 * w), nn.ReLU(),
-            nn.ConvTranspose2d(2 * w, w, 4, 2, 1), nn.BatchNorm2d(w), nn.ReLU(),
-            nn.Conv2d(w, channels, 3, 1, 1), nn.Tanh(),
+            nn.BatchNorm2d(8 * w),
+            nn.ReLU(),
+            nn.ConvTranspose2d(8 * w, 4 * w, 4, 2, 1),
+            nn.BatchNorm2d(4 * w),
+            nn.ReLU(),
+            nn.ConvTranspose2d(4 * w, 2 * w, 4, 2, 1),
+            nn.BatchNorm2d(2 * w),
+            nn.ReLU(),
+            nn.ConvTranspose2d(2 * w, w, 4, 2, 1),
+            nn.BatchNorm2d(w),
+            nn.ReLU(),
+            nn.Conv2d(w, channels, 3, 1, 1),
+            nn.Tanh(),
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, Z) -> (B, C, 32, 32)
@@ -211,8 +239,15 @@ class SNGANDiscriminator(nn.Module):
     def __init__(self, width: int = 64, channels: int = 1):
         super().__init__()
         w = width
-        chans = [(channels, w, 3, 1), (w, w, 4, 2), (w, 2 * w, 3, 1), (2 * w, 2 * w, 4, 2), (2 * w, 4 * w, 3, 1),
-                 (4 * w, 4 * w, 4, 2), (4 * w, 8 * w, 3, 1)]
+        chans = [
+            (channels, w, 3, 1),
+            (w, w, 4, 2),
+            (w, 2 * w, 3, 1),
+            (2 * w, 2 * w, 4, 2),
+            (2 * w, 4 * w, 3, 1),
+            (4 * w, 4 * w, 4, 2),
+            (4 * w, 8 * w, 3, 1),
+        ]
         layers: list[nn.Module] = []
         for c_in, c_out, k, s in chans:
             layers += [spectral_norm(nn.Conv2d(c_in, c_out, k, s, 1)), nn.LeakyReLU(0.1)]

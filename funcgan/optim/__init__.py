@@ -10,7 +10,6 @@ Example::
 
 from funcgan.optim import schedules
 from funcgan.optim.alias import adam, adamw, rmsprop, sgd
-from funcgan.optim.spec import OPTIMIZERS, OptimizerSpec
 from funcgan.optim.base import (
     EmptyState,
     GradientTransformation,
@@ -20,6 +19,7 @@ from funcgan.optim.base import (
     identity,
     inject_hyperparams,
 )
+from funcgan.optim.spec import OPTIMIZERS, OptimizerSpec
 from funcgan.optim.transforms import (
     ScaleByAdamState,
     ScaleByRmsState,
@@ -34,9 +34,28 @@ from funcgan.optim.transforms import (
 )
 
 __all__ = [
-    "GradientTransformation", "EmptyState", "InjectHyperparamsState", "identity", "chain",
-    "apply_updates", "inject_hyperparams", "sgd", "adam", "adamw", "rmsprop",
-    "scale_by_adam", "trace", "scale_by_rms", "add_decayed_weights", "scale_by_learning_rate",
-    "clip_by_global_norm", "ScaleByAdamState", "TraceState", "ScaleByRmsState",
-    "ScaleByScheduleState", "schedules", "OptimizerSpec", "OPTIMIZERS",
+    "GradientTransformation",
+    "EmptyState",
+    "InjectHyperparamsState",
+    "identity",
+    "chain",
+    "apply_updates",
+    "inject_hyperparams",
+    "sgd",
+    "adam",
+    "adamw",
+    "rmsprop",
+    "scale_by_adam",
+    "trace",
+    "scale_by_rms",
+    "add_decayed_weights",
+    "scale_by_learning_rate",
+    "clip_by_global_norm",
+    "ScaleByAdamState",
+    "TraceState",
+    "ScaleByRmsState",
+    "ScaleByScheduleState",
+    "schedules",
+    "OptimizerSpec",
+    "OPTIMIZERS",
 ]

@@ -90,7 +90,9 @@ def adamw(
     r"""AdamW (Loshchilov & Hutter 2019), as ``torch.optim.AdamW``: the decay
     :math:`\theta \leftarrow \theta - \eta\lambda\theta` is decoupled from the moments."""
     _check_betas("adamw", betas)
-    return chain(T.scale_by_adam(betas[0], betas[1], eps, amsgrad, learning_rate=lr, decoupled_weight_decay=weight_decay))
+    return chain(
+        T.scale_by_adam(betas[0], betas[1], eps, amsgrad, learning_rate=lr, decoupled_weight_decay=weight_decay)
+    )
 
 
 def rmsprop(

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import inspect
 import numbers
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
 
@@ -132,8 +133,10 @@ def inject_hyperparams(
     sig = inspect.signature(factory)
     for name in static_args:
         if name not in sig.parameters:
-            raise ValueError(f"inject_hyperparams: static argument '{name}' is not a parameter of "
-                             f"{getattr(factory, '__name__', 'the factory')}")
+            raise ValueError(
+                f"inject_hyperparams: static argument '{name}' is not a parameter of "
+                f"{getattr(factory, '__name__', 'the factory')}"
+            )
 
     def build(*args: Any, **kwargs: Any) -> GradientTransformation:
         bound = sig.bind(*args, **kwargs)

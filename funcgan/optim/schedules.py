@@ -10,7 +10,7 @@ after every ``optimizer.step()``. Results are float64 0-d tensors.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -44,7 +44,12 @@ def step_decay(lr: float, step_size: int, gamma: float = 0.1) -> Schedule:
     if not isinstance(step_size, int) or step_size < 1:
         raise ValueError(f"step_decay: step_size must be an int >= 1, got {step_size!r}")
     check_interval("step_decay", "gamma", gamma, 0.0, 1.0, hi_closed=True)
-    return lambda count: lr * torch.pow(torch.full_like(_t(count), gamma), torch.div(count, step_size, rounding_mode="floor").to(torch.float64))
+    return lambda count: (
+        lr
+        * torch.pow(
+            torch.full_like(_t(count), gamma), torch.div(count, step_size, rounding_mode="floor").to(torch.float64)
+        )
+    )
 
 
 def cosine_decay(lr: float, t_max: int, eta_min: float = 0.0) -> Schedule:

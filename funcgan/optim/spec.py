@@ -17,8 +17,9 @@ chain, and it cannot be swept (:meth:`OptimizerSpec.sweepable` lists what can).
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -117,7 +118,7 @@ class OptimizerSpec:
         args, static = self._arguments()
         return inject_hyperparams(factory, static_args=static)(**args)
 
-    def with_values(self, **values: Any) -> "OptimizerSpec":
+    def with_values(self, **values: Any) -> OptimizerSpec:
         """A copy with some hyper-parameters replaced (checked like the original)."""
         known = {f.name for f in fields(self)}
         for k in values:
@@ -142,7 +143,9 @@ class OptimizerSpec:
         if self.name == "adamw":
             return torch.optim.AdamW(params, lr, self.betas, self.eps, self.weight_decay, self.amsgrad, foreach=False)
         if self.name == "sgd":
-            return torch.optim.SGD(params, lr, self.momentum, self.dampening, self.weight_decay, self.nesterov,
-                                   foreach=False)
-        return torch.optim.RMSprop(params, lr, self.alpha, self.eps, self.weight_decay, self.momentum, self.centered,
-                                   foreach=False)
+            return torch.optim.SGD(
+                params, lr, self.momentum, self.dampening, self.weight_decay, self.nesterov, foreach=False
+            )
+        return torch.optim.RMSprop(
+            params, lr, self.alpha, self.eps, self.weight_decay, self.momentum, self.centered, foreach=False
+        )

@@ -13,7 +13,8 @@ Every hyper-parameter may be a Python number or a 0-d tensor (batched under
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 

@@ -22,20 +22,48 @@ penalty (``make_system("mnist", loop=loops.Simultaneous(objective=losses.hinge()
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from funcgan.systems.base import System, dataset_sampler, gaussian_sampler, resolve_loop, validate
 from funcgan.systems.images import cgan, dcgan, sngan
 from funcgan.systems.seeds import digits, gaussian1d, mnist, pix2pix
 from funcgan.systems.toys import DiracDiscriminator, DiracGenerator, dirac, grid25, mixture_sampler, ring8
 
-__all__ = ["System", "PROBLEMS", "make_system", "validate", "dataset_sampler", "gaussian_sampler", "resolve_loop",
-           "mixture_sampler", "gaussian1d", "digits", "pix2pix", "mnist", "dirac", "ring8", "grid25", "dcgan", "sngan",
-           "cgan", "DiracGenerator", "DiracDiscriminator"]
+__all__ = [
+    "System",
+    "PROBLEMS",
+    "make_system",
+    "validate",
+    "dataset_sampler",
+    "gaussian_sampler",
+    "resolve_loop",
+    "mixture_sampler",
+    "gaussian1d",
+    "digits",
+    "pix2pix",
+    "mnist",
+    "dirac",
+    "ring8",
+    "grid25",
+    "dcgan",
+    "sngan",
+    "cgan",
+    "DiracGenerator",
+    "DiracDiscriminator",
+]
 
 PROBLEMS: dict[str, Callable[..., System]] = {
-    "gaussian1d": gaussian1d, "digits": digits, "pix2pix": pix2pix, "mnist": mnist, "dirac": dirac,
-    "ring8": ring8, "grid25": grid25, "dcgan": dcgan, "sngan": sngan, "cgan": cgan,
+    "gaussian1d": gaussian1d,
+    "digits": digits,
+    "pix2pix": pix2pix,
+    "mnist": mnist,
+    "dirac": dirac,
+    "ring8": ring8,
+    "grid25": grid25,
+    "dcgan": dcgan,
+    "sngan": sngan,
+    "cgan": cgan,
 }
 
 

@@ -12,8 +12,9 @@ RNG (a seed would not be reproducible); each mismatch is a ``ValueError`` or
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -69,7 +70,7 @@ class System:
     def name(self) -> str:
         return self.gan.name
 
-    def to(self, device: torch.device | str) -> "System":
+    def to(self, device: torch.device | str) -> System:
         """The same system with its data on ``device``."""
         return replace(self, data=tuple(x.to(device) for x in self.data), check=False)
 
@@ -87,8 +88,10 @@ def dataset_sampler(x_index: int = 0, cond_index: int | None = None) -> Callable
 
     def sample(key: torch.Tensor, data: Data, batch_shape: tuple[int, ...], dtype: torch.dtype = torch.float32):
         if not data[x_index].is_floating_point():
-            raise TypeError(f"the examples (data[{x_index}]) must be floating point, got {data[x_index].dtype}; "
-                            "convert them first (for 8-bit images: x.float() / 255)")
+            raise TypeError(
+                f"the examples (data[{x_index}]) must be floating point, got {data[x_index].dtype}; "
+                "convert them first (for 8-bit images: x.float() / 255)"
+            )
         idx = fr.randint(key, batch_shape, 0, data[x_index].shape[0])
         cond = None
         if cond_index is not None:
@@ -110,9 +113,15 @@ def gaussian_sampler(mean: float, std: float, dim: int) -> Callable:
     return sample
 
 
-def resolve_loop(default: Loop, loop: Loop | None = None, objective: Any = None, penalties: Any = None,
-                 n_disc: int | None = None, loop_options: dict[str, Any] | None = None,
-                 scheme: type | None = None) -> Loop:
+def resolve_loop(
+    default: Loop,
+    loop: Loop | None = None,
+    objective: Any = None,
+    penalties: Any = None,
+    n_disc: int | None = None,
+    loop_options: dict[str, Any] | None = None,
+    scheme: type | None = None,
+) -> Loop:
     """The loop a system trains with.
 
     ``loop`` as given; else a ``scheme`` (a loop class) built with the system's objective
@@ -130,8 +139,9 @@ def resolve_loop(default: Loop, loop: Loop | None = None, objective: Any = None,
         base = scheme(objective=objective or default.objective)
     else:
         base = loop if loop is not None else default
-    changes = {k: v for k, v in (("objective", objective), ("penalties", penalties), ("n_disc", n_disc))
-               if v is not None}
+    changes = {
+        k: v for k, v in (("objective", objective), ("penalties", penalties), ("n_disc", n_disc)) if v is not None
+    }
     for k, v in (loop_options or {}).items():
         if k not in {f for f in base.__dataclass_fields__}:
             raise ValueError(f"option '{k}' does not apply to the {base.name} loop")
@@ -144,6 +154,7 @@ def resolve_loop(default: Loop, loop: Loop | None = None, objective: Any = None,
 
 def _last_leaf(module: nn.Module, *inputs: Any) -> nn.Module | None:
     order: list[nn.Module] = []
+
     def record(mod, inputs, output):
         order.append(mod)
 
@@ -210,8 +221,10 @@ def validate(system: System) -> None:
     if not isinstance(real, Batch):
         raise TypeError(f"{who}: sample_real must return a funcgan.step.Batch, got {type(real).__name__}")
     if not isinstance(real.x, torch.Tensor) or not real.x.is_floating_point() or real.x.shape[:1] != (2,):
-        raise TypeError(f"{who}: sample_real must give floating examples with leading batch shape (2,), got "
-                        f"{getattr(real.x, 'dtype', type(real.x).__name__)} {tuple(getattr(real.x, 'shape', ()))}")
+        raise TypeError(
+            f"{who}: sample_real must give floating examples with leading batch shape (2,), got "
+            f"{getattr(real.x, 'dtype', type(real.x).__name__)} {tuple(getattr(real.x, 'shape', ()))}"
+        )
     if gan.conditional and real.cond is None:
         raise ValueError(f"{who}: a conditional GAN's sample_real must give conditions (Batch.cond)")
     if not gan.conditional and real.cond is not None:
@@ -224,45 +237,63 @@ def validate(system: System) -> None:
     try:
         fake, _ = gan.G(gp, gb, z, real.cond, key=k)
     except Exception as e:
-        raise ValueError(f"{who}: the generator does not accept its inputs "
-                         f"({', '.join(str(tuple(a.shape)) for a in g_args)}; latent_dim={gan.latent_dim}): {e}") from e
+        raise ValueError(
+            f"{who}: the generator does not accept its inputs "
+            f"({', '.join(str(tuple(a.shape)) for a in g_args)}; latent_dim={gan.latent_dim}): {e}"
+        ) from e
     if not isinstance(fake, torch.Tensor) or not fake.is_floating_point():
-        raise TypeError(f"{who}: the generator must return a floating tensor, got "
-                        f"{getattr(fake, 'dtype', type(fake).__name__)}")
+        raise TypeError(
+            f"{who}: the generator must return a floating tensor, got {getattr(fake, 'dtype', type(fake).__name__)}"
+        )
     if tuple(fake.shape) != tuple(real.x.shape):
-        raise ValueError(f"{who}: generator output has shape {tuple(fake.shape[1:])} per example, but real data "
-                         f"(the discriminator's input) has {tuple(real.x.shape[1:])}")
+        raise ValueError(
+            f"{who}: generator output has shape {tuple(fake.shape[1:])} per example, but real data "
+            f"(the discriminator's input) has {tuple(real.x.shape[1:])}"
+        )
     for label, x in (("real", real.x), ("generated", fake)):
         try:
             out, _ = gan.D(dp, db, x, real.cond, key=k)
         except Exception as e:
-            raise ValueError(f"{who}: the discriminator does not accept a {label} batch of shape "
-                             f"{tuple(x.shape)}: {e}") from e
+            raise ValueError(
+                f"{who}: the discriminator does not accept a {label} batch of shape {tuple(x.shape)}: {e}"
+            ) from e
         if not isinstance(out, torch.Tensor) or not out.is_floating_point():
-            raise TypeError(f"{who}: the discriminator must return a floating tensor, got "
-                            f"{getattr(out, 'dtype', type(out).__name__)}")
+            raise TypeError(
+                f"{who}: the discriminator must return a floating tensor, got "
+                f"{getattr(out, 'dtype', type(out).__name__)}"
+            )
         if tuple(out.shape) not in ((2, 1), (2,)):
-            raise ValueError(f"{who}: the discriminator must return one score per example, (B, 1) or (B,), "
-                             f"got {tuple(out.shape)} for a batch of 2")
+            raise ValueError(
+                f"{who}: the discriminator must return one score per example, (B, 1) or (B,), "
+                f"got {tuple(out.shape)} for a batch of 2"
+            )
     obj = gan.loop.objective
     d_args = (real.x, real.cond) if gan.conditional else (real.x,)
     if obj.output == "probs":  # probabilities stay in [0, 1] for any input; logits leave it for large ones
         probes = (real.x, fake.detach(), 1e3 * real.x, 1e3 * fr.normal(fr.key(5), tuple(real.x.shape)))
         outs = torch.cat([gan.D(dp, db, x, real.cond, key=k)[0].flatten() for x in probes])
         if not bool(((outs >= 0) & (outs <= 1)).all()):
-            raise ValueError(f"{who}: objective '{obj.name}' works on probabilities, but the discriminator's "
-                             f"outputs lie in [{float(outs.min()):.3g}, {float(outs.max()):.3g}]; "
-                             "end D in a sigmoid, or use an objective on logits")
+            raise ValueError(
+                f"{who}: objective '{obj.name}' works on probabilities, but the discriminator's "
+                f"outputs lie in [{float(outs.min()):.3g}, {float(outs.max()):.3g}]; "
+                "end D in a sigmoid, or use an objective on logits"
+            )
     else:
         live = nets.load_into_module(copy.deepcopy(gan.disc).float(), dp, db)
         nets.stochastic.keyed(live)
         if isinstance(_last_leaf(live.eval(), *d_args), nn.Sigmoid):
-            raise ValueError(f"{who}: objective '{obj.name}' works on logits, but the discriminator ends in a "
-                             "Sigmoid; remove it, or use a probability objective ('bce')")
-    for role, module, params, buffers, args in (("generator", gan.gen, gp, gb, g_args),
-                                                ("discriminator", gan.disc, dp, db, (fake.detach(),) + d_args[1:])):
+            raise ValueError(
+                f"{who}: objective '{obj.name}' works on logits, but the discriminator ends in a "
+                "Sigmoid; remove it, or use a probability objective ('bce')"
+            )
+    for role, module, params, buffers, args in (
+        ("generator", gan.gen, gp, gb, g_args),
+        ("discriminator", gan.disc, dp, db, (fake.detach(),) + d_args[1:]),
+    ):
         culprit = _global_rng_user(module, params, buffers, args)
         if culprit is not None:
-            raise ValueError(f"{who}: the {role}'s module '{culprit}' draws from torch's global RNG, so a seed's "
-                             "run would not be reproducible (and a sweep cannot run it); use nn.Dropout "
-                             "(funcgan keys it) or draw the randomness from the step's key")
+            raise ValueError(
+                f"{who}: the {role}'s module '{culprit}' draws from torch's global RNG, so a seed's "
+                "run would not be reproducible (and a sweep cannot run it); use nn.Dropout "
+                "(funcgan keys it) or draw the randomness from the step's key"
+            )

@@ -24,8 +24,18 @@ from funcgan.testing.reference import ReferenceRun, reference_step_for
 
 aten = torch.ops.aten
 
-__all__ = ["reference", "compare", "assert_equivalent", "Report", "adam_moments", "DEFAULT_TOLERANCES",
-           "ReferenceRun", "reference_step_for", "MatmulFlops", "strategies"]
+__all__ = [
+    "reference",
+    "compare",
+    "assert_equivalent",
+    "Report",
+    "adam_moments",
+    "DEFAULT_TOLERANCES",
+    "ReferenceRun",
+    "reference_step_for",
+    "MatmulFlops",
+    "strategies",
+]
 
 
 class MatmulFlops(TorchDispatchMode):

@@ -34,8 +34,10 @@ __all__ = ["Report", "compare", "assert_equivalent", "adam_moments", "DEFAULT_TO
 #: whose gradients are near zero (its first step is ~lr * sign(g)), so the
 #: parameter tolerance is of the order of the learning rate (up to 0.1 in the
 #: hypothesis draws) times the chance of a flipped tiny-gradient sign.
-DEFAULT_TOLERANCES = {torch.float64: {"params": 1e-10, "buffers": 1e-10, "losses": 1e-10, "moments": 1e-10},
-                      torch.float32: {"params": 1e-3, "buffers": 1e-3, "losses": 1e-3, "moments": 1e-3}}
+DEFAULT_TOLERANCES = {
+    torch.float64: {"params": 1e-10, "buffers": 1e-10, "losses": 1e-10, "moments": 1e-10},
+    torch.float32: {"params": 1e-3, "buffers": 1e-3, "losses": 1e-3, "moments": 1e-3},
+}
 
 
 @dataclass
@@ -139,8 +141,10 @@ def compare(
         state, metrics = step(state, data)
         shared = [k for k in ref_losses if k in metrics]
         if not shared:
-            raise ValueError("compare: the imperative step returned no metric the functional step has "
-                             f"(functional: {sorted(metrics)}; imperative: {sorted(ref_losses)})")
+            raise ValueError(
+                "compare: the imperative step returned no metric the functional step has "
+                f"(functional: {sorted(metrics)}; imperative: {sorted(ref_losses)})"
+            )
         loss_diff = max(abs(float(metrics[k]) - v) / max(1.0, abs(v)) for k, v in ref_losses.items() if k in metrics)
         report.per_step_losses.append(loss_diff)
         report.losses = max(report.losses, loss_diff)
@@ -154,8 +158,10 @@ def compare(
         for ours, module in ((state.gen.buffers, run.G), (state.disc.buffers, run.D)):
             if ours:
                 report.buffers = max(report.buffers, _maxdiff(ours, run.buffers(module))[0])
-        for opt_state, opt, module in ((state.gen.opt_state, run.opt_g, run.G),
-                                       (state.disc.opt_state, run.opt_d, run.D)):
+        for opt_state, opt, module in (
+            (state.gen.opt_state, run.opt_g, run.G),
+            (state.disc.opt_state, run.opt_d, run.D),
+        ):
             ours_m, theirs_m = adam_moments(opt_state), _torch_moments(opt, module)
             if ours_m is not None and theirs_m is not None:
                 for a, b in zip(ours_m, theirs_m):

@@ -21,21 +21,43 @@ An imperative step has the signature::
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from funcgan import nets
 from funcgan import random as fr
-from funcgan.loops import (Adaptive, Alternating, Consensus, Extragradient, Optimistic, Pix2Pix, ReuseFake,
-                           Simultaneous, Unrolled)
+from funcgan.loops import (
+    Adaptive,
+    Alternating,
+    Consensus,
+    Extragradient,
+    Optimistic,
+    Pix2Pix,
+    ReuseFake,
+    Simultaneous,
+    Unrolled,
+)
 from funcgan.loops.base import batch_at
 from funcgan.optim import OptimizerSpec
 from funcgan.step import GAN, Batch, TrainState
 
-__all__ = ["ReferenceRun", "ImperativeStep", "reference_step_for", "alternating_step", "reuse_fake_step",
-           "pix2pix_step", "adaptive_step", "simultaneous_step", "extragradient_step", "optimistic_step",
-           "consensus_step", "unrolled_step", "REFERENCES"]
+__all__ = [
+    "ReferenceRun",
+    "ImperativeStep",
+    "reference_step_for",
+    "alternating_step",
+    "reuse_fake_step",
+    "pix2pix_step",
+    "adaptive_step",
+    "simultaneous_step",
+    "extragradient_step",
+    "optimistic_step",
+    "consensus_step",
+    "unrolled_step",
+    "REFERENCES",
+]
 
 ImperativeStep = Callable[["ReferenceRun", dict[str, Any]], dict[str, float]]
 
@@ -72,8 +94,11 @@ class ReferenceRun:
         self.step = int(state.step)
         self.extra = {k: int(v) for k, v in state.extra.items() if isinstance(v, torch.Tensor) and v.dim() == 0}
         self.ema = {k: v.clone() for k, v in state.gen_ema.items()}
-        self.prev_updates = {who: [v.clone() for v in state.extra[f"{who}_prev_update"].values()]
-                             for who in ("gen", "disc") if f"{who}_prev_update" in state.extra}
+        self.prev_updates = {
+            who: [v.clone() for v in state.extra[f"{who}_prev_update"].values()]
+            for who in ("gen", "disc")
+            if f"{who}_prev_update" in state.extra
+        }
         self.d_override: dict[str, torch.Tensor] | None = None  # look-ahead weights (unrolled)
         self._keys: torch.Tensor | None = None
         self._count = 0
@@ -101,8 +126,9 @@ class ReferenceRun:
         if key is not None:
             nets.set_forward_key(self.G, key)
         gan = self.gan
-        args = tuple(a for a in ((z if gan.latent_shape else None), (cond if gan.conditional else None))
-                     if a is not None)
+        args = tuple(
+            a for a in ((z if gan.latent_shape else None), (cond if gan.conditional else None)) if a is not None
+        )
         out = self.G(*args)
         self.G.train()
         return out
@@ -154,8 +180,9 @@ class ReferenceRun:
             decay = self.hparams["ema_decay"]
             with torch.no_grad():
                 for n, p in self.G.named_parameters():
-                    self.ema[n] = (decay * self.ema[n] + (1 - decay) * p) if self.step >= gan.ema_start \
-                        else p.detach().clone()
+                    self.ema[n] = (
+                        (decay * self.ema[n] + (1 - decay) * p) if self.step >= gan.ema_start else p.detach().clone()
+                    )
         self.step += 1
 
     # -- read out ------------------------------------------------------------------------
@@ -205,8 +232,16 @@ def _penalty_on(run: ReferenceRun, p) -> bool:
     return run.step % p.every == 0
 
 
-def disc_loss(run: ReferenceRun, real: Batch, fake: torch.Tensor, noise: dict, part: str = "both",
-              fake_first: bool = False, scale: float = 1.0, with_penalties: bool = True) -> torch.Tensor:
+def disc_loss(
+    run: ReferenceRun,
+    real: Batch,
+    fake: torch.Tensor,
+    noise: dict,
+    part: str = "both",
+    fake_first: bool = False,
+    scale: float = 1.0,
+    with_penalties: bool = True,
+) -> torch.Tensor:
     """D's loss on the real batch and ``fake`` (pass it detached), plus the penalties.
 
     The forward order and key use are those of :meth:`funcgan.loops.Context.disc_loss`.
@@ -216,8 +251,11 @@ def disc_loss(run: ReferenceRun, real: Batch, fake: torch.Tensor, noise: dict, p
     pens = run.gan.loop.loss_penalties if with_penalties else ()
     pen_keys = [run.key() for _ in pens]
     outs = {}
-    order = [("fake", fake, k_first), ("real", real.x, k_second)] if fake_first else \
-        [("real", real.x, k_first), ("fake", fake, k_second)]
+    order = (
+        [("fake", fake, k_first), ("real", real.x, k_second)]
+        if fake_first
+        else [("real", real.x, k_first), ("fake", fake, k_second)]
+    )
     for which, x, k in order:
         if part in ("both", which):
             outs[which] = run.d(x, real.cond, k)
@@ -355,17 +393,26 @@ def adaptive_step(run: ReferenceRun, inputs: dict[str, Any]) -> dict[str, float]
     l_fake = disc_update(run, real, fake, noise, part="fake")
     # update the generator (D in eval mode, as the seed)
     tmp_loss = _f(l_real + l_fake)
-    l, n, trained = torch.zeros(()), 0, False
-    while (tmp_loss < loop.d_threshold and run.extra["rest_k"] <= 0) and abs(_f(l)) < loop.g_threshold \
-            and n < loop.max_gen_steps:
+    g_loss, n, trained = torch.zeros(()), 0, False
+    while (
+        (tmp_loss < loop.d_threshold and run.extra["rest_k"] <= 0)
+        and abs(_f(g_loss)) < loop.g_threshold
+        and n < loop.max_gen_steps
+    ):
         trained = True
         real_g = batch_at(g["real"], n) if "real" in g else None
-        l = gen_update(run, None if g["z"] is None else g["z"][n], real_g, disc_train=not loop.seed_modes)
+        g_loss = gen_update(run, None if g["z"] is None else g["z"][n], real_g, disc_train=not loop.seed_modes)
         n += 1
-    run.extra["rest_k"] = int(1 + abs(_f(l)) * loop.countdown_scale) if trained else run.extra["rest_k"] - 1
+    run.extra["rest_k"] = int(1 + abs(_f(g_loss)) * loop.countdown_scale) if trained else run.extra["rest_k"] - 1
     run.end()
-    return {"disc/loss": tmp_loss, "disc/loss_real": _f(l_real), "disc/loss_fake": _f(l_fake), "gen/loss": _f(l),
-            "gen/steps": float(n), "disc/rest_k": float(run.extra["rest_k"])}
+    return {
+        "disc/loss": tmp_loss,
+        "disc/loss_real": _f(l_real),
+        "disc/loss_fake": _f(l_fake),
+        "gen/loss": _f(g_loss),
+        "gen/steps": float(n),
+        "disc/rest_k": float(run.extra["rest_k"]),
+    }
 
 
 def _simultaneous_grads(run: ReferenceRun, real: Batch, z, noise, create_graph: bool = False):
@@ -419,9 +466,13 @@ def extragradient_step(run: ReferenceRun, inputs: dict[str, Any]) -> dict[str, f
     _warmup(run, inputs)
     real, z, noise = _main(inputs)
     parent = (run._keys, run._count)
-    saved = ({k: v.detach().clone() for k, v in run.G.state_dict().items()},
-             {k: v.detach().clone() for k, v in run.D.state_dict().items()},
-             copy.deepcopy(run.opt_g.state_dict()), copy.deepcopy(run.opt_d.state_dict()), dict(run.counts))
+    saved = (
+        {k: v.detach().clone() for k, v in run.G.state_dict().items()},
+        {k: v.detach().clone() for k, v in run.D.state_dict().items()},
+        copy.deepcopy(run.opt_g.state_dict()),
+        copy.deepcopy(run.opt_d.state_dict()),
+        dict(run.counts),
+    )
     _sub_keys(run, parent)
     g_grads, d_grads, d_loss, g_loss = _simultaneous_grads(run, real, z, noise)
     for p, gr in zip(run.G.parameters(), g_grads):
@@ -458,8 +509,10 @@ def optimistic_step(run: ReferenceRun, inputs: dict[str, Any]) -> dict[str, floa
     real, z, noise = _main(inputs)
     _sub_keys(run, (run._keys, run._count))
     g_grads, d_grads, d_loss, g_loss = _simultaneous_grads(run, real, z, noise)
-    before = {"gen": [p.detach().clone() for p in run.G.parameters()],
-              "disc": [p.detach().clone() for p in run.D.parameters()]}
+    before = {
+        "gen": [p.detach().clone() for p in run.G.parameters()],
+        "disc": [p.detach().clone() for p in run.D.parameters()],
+    }
     _set_grads_and_step(run, g_grads, d_grads, constrain=False)
     prev = run.prev_updates
     with torch.no_grad():
@@ -481,7 +534,7 @@ def consensus_step(run: ReferenceRun, inputs: dict[str, Any]) -> dict[str, float
     real, z, noise = _main(inputs)
     _sub_keys(run, (run._keys, run._count))
     g_grads, d_grads, d_loss, g_loss = _simultaneous_grads(run, real, z, noise, create_graph=True)
-    reg = 0.5 * (sum((g ** 2).sum() for g in g_grads) + sum((g ** 2).sum() for g in d_grads))
+    reg = 0.5 * (sum((g**2).sum() for g in g_grads) + sum((g**2).sum() for g in d_grads))
     params = list(run.G.parameters()) + list(run.D.parameters())
     r = torch.autograd.grad(reg, params, allow_unused=True)
     r = [torch.zeros_like(p) if x is None else x for x, p in zip(r, params)]
@@ -494,8 +547,9 @@ def consensus_step(run: ReferenceRun, inputs: dict[str, Any]) -> dict[str, float
     return {"disc/loss": _f(d_loss), "gen/loss": _f(g_loss)}
 
 
-def _differentiable_update(spec: OptimizerSpec, params: list[torch.Tensor], grads: list[torch.Tensor], state: dict,
-                           stop_opt_grad: bool) -> tuple[list[torch.Tensor], dict]:
+def _differentiable_update(
+    spec: OptimizerSpec, params: list[torch.Tensor], grads: list[torch.Tensor], state: dict, stop_opt_grad: bool
+) -> tuple[list[torch.Tensor], dict]:
     """One step of ``spec``'s optimizer written out in differentiable tensor ops, as unrolled-GAN code
     writes its inner optimizer (Metz et al. 2017): ``clip_grad_norm_``'s rule, then Adam/AdamW, SGD
     (momentum, dampening, Nesterov, L2) or RMSprop (centered, momentum), ``torch.optim``'s formulas.
@@ -519,12 +573,15 @@ def _differentiable_update(spec: OptimizerSpec, params: list[torch.Tensor], grad
         new.update(mu=mu, nu=nu)
         denom_src = nu
         if spec.amsgrad:
-            denom_src = [torch.maximum(a, b) for a, b in zip(prev.get("nu_max", [torch.zeros_like(p) for p in params]),
-                                                              nu)]
+            denom_src = [
+                torch.maximum(a, b) for a, b in zip(prev.get("nu_max", [torch.zeros_like(p) for p in params]), nu)
+            ]
             new["nu_max"] = denom_src
-        bc1, bc2 = 1 - b1 ** count, 1 - b2 ** count
-        out = [p - (lr / bc1) * m / (torch.sqrt(v + torch.finfo(v.dtype).tiny) / bc2 ** 0.5 + spec.eps)
-               for p, m, v in zip(params, mu, denom_src)]
+        bc1, bc2 = 1 - b1**count, 1 - b2**count
+        out = [
+            p - (lr / bc1) * m / (torch.sqrt(v + torch.finfo(v.dtype).tiny) / bc2**0.5 + spec.eps)
+            for p, m, v in zip(params, mu, denom_src)
+        ]
         if spec.name == "adamw" and wd:
             out = [o - lr * wd * p for o, p in zip(out, params)]
         return out, new
@@ -555,8 +612,14 @@ def _torch_state(opt: torch.optim.Optimizer, params: list[torch.Tensor], name: s
     if not st or "step" not in st[0] and "momentum_buffer" not in st[0] and "square_avg" not in st[0]:
         return {}
     out: dict[str, Any] = {"count": int(st[0].get("step", 0))}
-    for ours, theirs in (("mu", "exp_avg"), ("nu", "exp_avg_sq"), ("nu_max", "max_exp_avg_sq"), ("sq", "square_avg"),
-                         ("ga", "grad_avg"), ("buf", "momentum_buffer")):
+    for ours, theirs in (
+        ("mu", "exp_avg"),
+        ("nu", "exp_avg_sq"),
+        ("nu_max", "max_exp_avg_sq"),
+        ("sq", "square_avg"),
+        ("ga", "grad_avg"),
+        ("buf", "momentum_buffer"),
+    ):
         if st[0].get(theirs) is not None:
             out[ours] = [s[theirs].detach().clone() for s in st]
     return out
@@ -629,9 +692,15 @@ def _restore_buffers(module: torch.nn.Module, buffers: dict) -> None:
 
 
 REFERENCES: dict[type, ImperativeStep] = {
-    Alternating: alternating_step, ReuseFake: reuse_fake_step, Pix2Pix: pix2pix_step, Adaptive: adaptive_step,
-    Extragradient: extragradient_step, Optimistic: optimistic_step, Consensus: consensus_step,
-    Simultaneous: simultaneous_step, Unrolled: unrolled_step,
+    Alternating: alternating_step,
+    ReuseFake: reuse_fake_step,
+    Pix2Pix: pix2pix_step,
+    Adaptive: adaptive_step,
+    Extragradient: extragradient_step,
+    Optimistic: optimistic_step,
+    Consensus: consensus_step,
+    Simultaneous: simultaneous_step,
+    Unrolled: unrolled_step,
 }
 
 
@@ -639,6 +708,8 @@ def reference_step_for(gan: GAN) -> ImperativeStep:
     """The imperative step that matches ``gan.loop`` (by its exact class)."""
     fn = REFERENCES.get(type(gan.loop))
     if fn is None:
-        raise ValueError(f"no imperative reference for loop {type(gan.loop).__name__}; pass your own step "
-                         "(testing.compare(..., imperative_step=...))")
+        raise ValueError(
+            f"no imperative reference for loop {type(gan.loop).__name__}; pass your own step "
+            "(testing.compare(..., imperative_step=...))"
+        )
     return fn

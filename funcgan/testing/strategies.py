@@ -43,14 +43,39 @@ from funcgan.optim import OptimizerSpec
 from funcgan.step import GAN
 from funcgan.systems.base import System, dataset_sampler
 
-__all__ = ["LOOPS", "FAMILIES", "LOGIT_OBJECTIVES", "SHIFT_INVARIANT", "optimizer_specs", "objectives",
-           "penalty_sets", "loops", "gans", "widths", "depths", "activations", "batch_sizes", "latent_sizes",
-           "learning_rates", "betas_pairs", "step_counts"]
+__all__ = [
+    "LOOPS",
+    "FAMILIES",
+    "LOGIT_OBJECTIVES",
+    "SHIFT_INVARIANT",
+    "optimizer_specs",
+    "objectives",
+    "penalty_sets",
+    "loops",
+    "gans",
+    "widths",
+    "depths",
+    "activations",
+    "batch_sizes",
+    "latent_sizes",
+    "learning_rates",
+    "betas_pairs",
+    "step_counts",
+]
 
 LOOPS = tuple(L.LOOPS)
 FAMILIES = ("mlp", "conv_bn", "sn", "dropout", "conditional", "pix2pix")
-LOGIT_OBJECTIVES = ("minimax", "nonsaturating", "lsgan", "hinge", "wasserstein", "rsgan", "rasgan", "ralsgan",
-                    "rahinge")
+LOGIT_OBJECTIVES = (
+    "minimax",
+    "nonsaturating",
+    "lsgan",
+    "hinge",
+    "wasserstein",
+    "rsgan",
+    "rasgan",
+    "ralsgan",
+    "rahinge",
+)
 #: objectives whose D loss ignores a constant shift of D's output: the output bias' gradient is pure round-off,
 #: which Adam amplifies to an lr-sized step (exact in float64, chaotic in float32)
 SHIFT_INVARIANT = ("wasserstein", "rsgan", "rasgan", "ralsgan", "rahinge")
@@ -69,15 +94,18 @@ step_counts = st.integers(1, 12)
 
 
 @st.composite
-def optimizer_specs(draw, allow_clip: bool = True, names=("adam", "adam", "adam", "sgd", "rmsprop", "adamw")) -> OptimizerSpec:
+def optimizer_specs(
+    draw, allow_clip: bool = True, names=("adam", "adam", "adam", "sgd", "rmsprop", "adamw")
+) -> OptimizerSpec:
     """Adam (mostly), SGD with momentum, RMSprop or AdamW; optionally with clipping and weight decay."""
     name = draw(st.sampled_from(list(names)))
     clip = draw(st.sampled_from([None, 0.5, 1.0])) if allow_clip else None
     # RMSprop's first step g / (0.1 |g| + eps) has derivative 1 / eps at g = 0: a smaller rate (see above)
     lr = {"sgd": draw(st.floats(1e-4, 1e-1)), "rmsprop": draw(st.floats(1e-5, 5e-4))}.get(name, draw(learning_rates))
     momentum = draw(st.sampled_from([0.0, 0.5])) if name in ("sgd", "rmsprop") else 0.0
-    return OptimizerSpec(name, lr, draw(betas_pairs), momentum=momentum,
-                         weight_decay=draw(st.sampled_from([0.0, 1e-2])), clip_norm=clip)
+    return OptimizerSpec(
+        name, lr, draw(betas_pairs), momentum=momentum, weight_decay=draw(st.sampled_from([0.0, 1e-2])), clip_norm=clip
+    )
 
 
 @st.composite
@@ -122,10 +150,14 @@ def loops(draw, name: str, objective: losses.Objective, penalties: tuple):
     if name == "pix2pix":
         return L.Pix2Pix(**common, l1_weight=draw(st.sampled_from([0.0, 1.0, 100.0])))
     if name == "adaptive":
-        return L.Adaptive(**common, max_gen_steps=draw(st.integers(1, 4)),
-                          d_threshold=draw(st.sampled_from([1.0, 1.75, 10.0])),
-                          g_threshold=draw(st.sampled_from([0.1, 1.0, 10.0])),
-                          countdown_scale=draw(st.sampled_from([0.5, 6.0])), seed_modes=draw(st.booleans()))
+        return L.Adaptive(
+            **common,
+            max_gen_steps=draw(st.integers(1, 4)),
+            d_threshold=draw(st.sampled_from([1.0, 1.75, 10.0])),
+            g_threshold=draw(st.sampled_from([0.1, 1.0, 10.0])),
+            countdown_scale=draw(st.sampled_from([0.5, 6.0])),
+            seed_modes=draw(st.booleans()),
+        )
     if name == "consensus":
         return L.Consensus(**common, gamma=draw(st.sampled_from([0.1, 1.0])))
     if name == "unrolled":
@@ -146,8 +178,13 @@ class _ConvG(nn.Module):
     def __init__(self, z: int, c: int):
         super().__init__()
         # no bias before BatchNorm (DCGAN's convention): BatchNorm cancels it, its gradient would be round-off
-        self.net = nn.Sequential(nn.ConvTranspose2d(z, c, 2, 1, 0, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
-                                 nn.ConvTranspose2d(c, 1, 3, 1, 0), nn.Tanh())
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(z, c, 2, 1, 0, bias=False),
+            nn.BatchNorm2d(c),
+            nn.ReLU(),
+            nn.ConvTranspose2d(c, 1, 3, 1, 0),
+            nn.Tanh(),
+        )
 
     def forward(self, z):
         return self.net(z.reshape(z.shape[0], -1, 1, 1))
@@ -156,8 +193,13 @@ class _ConvG(nn.Module):
 class _ConvD(nn.Module):
     def __init__(self, c: int, bn: bool, probs: bool, out_bias: bool = True):
         super().__init__()
-        layers = [nn.Conv2d(1, c, 3, 1, 1, bias=not bn), *([nn.BatchNorm2d(c)] if bn else []), nn.LeakyReLU(0.2),
-                  nn.Conv2d(c, 1, 4, 1, 0, bias=out_bias), nn.Flatten()]
+        layers = [
+            nn.Conv2d(1, c, 3, 1, 1, bias=not bn),
+            *([nn.BatchNorm2d(c)] if bn else []),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(c, 1, 4, 1, 0, bias=out_bias),
+            nn.Flatten(),
+        ]
         self.net = nn.Sequential(*layers, *([nn.Sigmoid()] if probs else []))
 
     def forward(self, x):
@@ -192,8 +234,12 @@ class _SND(nn.Module):
     def __init__(self, x: int, hidden: int, probs: bool, out_bias: bool = True):
         super().__init__()
         sn = nn.utils.parametrizations.spectral_norm
-        self.net = nn.Sequential(sn(nn.Linear(x, hidden)), nn.LeakyReLU(0.2), sn(nn.Linear(hidden, 1, bias=out_bias)),
-                                 *([nn.Sigmoid()] if probs else []))
+        self.net = nn.Sequential(
+            sn(nn.Linear(x, hidden)),
+            nn.LeakyReLU(0.2),
+            sn(nn.Linear(hidden, 1, bias=out_bias)),
+            *([nn.Sigmoid()] if probs else []),
+        )
 
     def forward(self, x):
         return self.net(x)
@@ -203,8 +249,9 @@ class _SND(nn.Module):
 def gans(draw, loop: str | None = None, family: str | None = None, float32: bool = False) -> System:
     """A random small GAN system for ``loop`` (any of :data:`LOOPS`) and ``family`` (any of :data:`FAMILIES`)."""
     loop = loop or draw(st.sampled_from(LOOPS))
-    family = "pix2pix" if loop == "pix2pix" else (family or draw(st.sampled_from([f for f in FAMILIES
-                                                                                  if f != "pix2pix"])))
+    family = (
+        "pix2pix" if loop == "pix2pix" else (family or draw(st.sampled_from([f for f in FAMILIES if f != "pix2pix"])))
+    )
     needs_separable = loop == "adaptive"
     objective = draw(objectives(separable=needs_separable, float32=float32), label="objective")
     probs = objective.output == "probs"
@@ -215,35 +262,69 @@ def gans(draw, loop: str | None = None, family: str | None = None, float32: bool
     data_key = fr.key(draw(st.integers(0, 2**31 - 1)))
     gen_opt, disc_opt = draw(optimizer_specs(), label="gen_opt"), draw(optimizer_specs(), label="disc_opt")
     ema = draw(st.sampled_from([None, None, 0.9]))
-    common = dict(loop=lp, batch_size=B, gen_opt=gen_opt, disc_opt=disc_opt, ema=ema,
-                  ema_start=draw(st.integers(0, 3)), name=f"{loop}/{family}")
+    common = dict(
+        loop=lp,
+        batch_size=B,
+        gen_opt=gen_opt,
+        disc_opt=disc_opt,
+        ema=ema,
+        ema_start=draw(st.integers(0, 3)),
+        name=f"{loop}/{family}",
+    )
     scale, shift = draw(st.floats(0.1, 3.0)), draw(st.floats(-2, 2))
     out = "sigmoid" if probs else None
     ob = objective.name not in SHIFT_INVARIANT  # see the module docstring
     if family == "pix2pix":
         a = fr.normal(data_key, (n_data, X)) * scale + shift
         b = torch.tanh(a.flip(-1))
-        gan = GAN(gen=_mlp(draw, X, X), disc=nets.ConditionalDiscriminator(_mlp(draw, 2 * X, 1, out, out_bias=ob)),
-                  sample_real=dataset_sampler(1, cond_index=0), latent_dim=0, conditional=True, **common)
+        gan = GAN(
+            gen=_mlp(draw, X, X),
+            disc=nets.ConditionalDiscriminator(_mlp(draw, 2 * X, 1, out, out_bias=ob)),
+            sample_real=dataset_sampler(1, cond_index=0),
+            latent_dim=0,
+            conditional=True,
+            **common,
+        )
         return System(gan, (a, b), "custom", 10, "random pix2pix")
     if family == "conv_bn":
         x = torch.tanh(fr.normal(data_key, (n_data, 1, 4, 4)) * scale + shift)
         c = draw(st.integers(1, 4))
-        gan = GAN(gen=_ConvG(Z, c), disc=_ConvD(c, draw(st.booleans()), probs, ob), sample_real=dataset_sampler(0),
-                  latent_dim=Z, **common)
+        gan = GAN(
+            gen=_ConvG(Z, c),
+            disc=_ConvD(c, draw(st.booleans()), probs, ob),
+            sample_real=dataset_sampler(0),
+            latent_dim=Z,
+            **common,
+        )
         return System(gan, (x,), "custom", 10, "random conv+BatchNorm")
     x = fr.normal(data_key, (n_data, X)) * scale + shift
     if family == "conditional":
         k = draw(st.integers(2, 4))
         y = fr.randint(fr.fold_in(data_key, 1), (n_data,), 0, k)
-        gan = GAN(gen=_CondG(Z, k, X, draw(widths)), disc=_ProjD(X, k, draw(widths), probs, ob),
-                  sample_real=dataset_sampler(0, cond_index=1), latent_dim=Z, conditional=True, **common)
+        gan = GAN(
+            gen=_CondG(Z, k, X, draw(widths)),
+            disc=_ProjD(X, k, draw(widths), probs, ob),
+            sample_real=dataset_sampler(0, cond_index=1),
+            latent_dim=Z,
+            conditional=True,
+            **common,
+        )
         return System(gan, (x, y), "custom", 10, "random class-conditional")
     if family == "sn":  # a spectral-normed 1x1 weight is +-1 whatever it is: its gradient is round-off
-        gan = GAN(gen=_mlp(draw, Z, X), disc=_SND(X, max(2, draw(widths)), probs, ob), sample_real=dataset_sampler(0),
-                  latent_dim=Z, **common)
+        gan = GAN(
+            gen=_mlp(draw, Z, X),
+            disc=_SND(X, max(2, draw(widths)), probs, ob),
+            sample_real=dataset_sampler(0),
+            latent_dim=Z,
+            **common,
+        )
         return System(gan, (x,), "custom", 10, "random spectral-norm D")
     p_drop = draw(st.sampled_from([0.25, 0.5])) if family == "dropout" else 0.0
-    gan = GAN(gen=_mlp(draw, Z, X, dropout=p_drop), disc=_mlp(draw, X, 1, out, dropout=p_drop, out_bias=ob),
-              sample_real=dataset_sampler(0), latent_dim=Z, **common)
+    gan = GAN(
+        gen=_mlp(draw, Z, X, dropout=p_drop),
+        disc=_mlp(draw, X, 1, out, dropout=p_drop, out_bias=ob),
+        sample_real=dataset_sampler(0),
+        latent_dim=Z,
+        **common,
+    )
     return System(gan, (x,), "custom", 10, f"random {family}")
