@@ -183,34 +183,54 @@ def init_sweep(
     return states
 
 
-def make_sweep_step(
-    gan: GAN,
-    compile: bool = True,
-    backend: str = "inductor",
-    mode: str | None = None,
-    guard: Guard | None = None,
-    lazy: dict[str, bool] | None = None,
-    kernel_threads: int | None = None,
-    vectorize: bool = True,
-) -> Callable[[TrainState, tuple], tuple[TrainState, Metrics]]:
+def make_sweep_step(gan: GAN, compile: bool = True, backend: str = "inductor", mode: str | None = None,
+                    guard: Guard | None = None, lazy: Any = None, kernel_threads: int | None = None,
+                    vectorize: bool = True, steps_per_call: int = 1) -> Callable[[TrainState, tuple],
+                                                                              tuple[TrainState, Metrics]]:
     """The guarded step vmapped over runs (axis 0 of the state), compiled once.
 
     Args:
         gan: the GAN.
         compile: wrap in ``torch.compile(..., fullgraph=True)`` (compile outermost).
-        vectorize: vmap over the runs of a stacked state (``False``: the guarded step of one run).
-        backend: ``"inductor"`` for speed; ``"aot_eager"`` traces the same graph in about a second.
+        backend: ``"inductor"`` for speed; ``"aot_eager"`` traces the same graph without inductor.
         mode: torch.compile mode (``"reduce-overhead"`` uses CUDA graphs).
         guard: divergence criteria (default :class:`~funcgan.guard.Guard()`).
-        lazy: which lazy penalties are on in this step (see :func:`funcgan.step.make_train_step`).
+        lazy: which lazy penalties are on (see :func:`funcgan.step.make_train_step`); with
+            ``steps_per_call > 1``, a list of one pattern per step.
         kernel_threads: threads of inductor's CPU kernels (see :func:`funcgan.compile.compile`).
+        vectorize: vmap over the runs of a stacked state (``False``: the guarded step of one run).
+        steps_per_call: K steps inside one call (unrolled in the compiled graph: one graph, no
+            per-step call overhead, a CUDA graph can replay all K).
 
     Returns:
-        ``step(states, data) -> (states, metrics)`` with metrics ``(S,)`` float64 (NaN for a
-        run that has diverged).
+        ``step(states, data) -> (states, metrics)`` with metrics ``(S,)`` float64 (NaN for a run that
+        has diverged); with ``steps_per_call = K``, metrics ``(K, S)`` (``(K,)`` unvectorised).
     """
-    step = guarded(make_train_step(gan, lazy), guard or Guard(), gan.loop.objective.saturation)
-    vstep = vmap(step, in_dims=(0, None), randomness="error") if vectorize else step
+    if isinstance(steps_per_call, bool) or not isinstance(steps_per_call, int) or steps_per_call < 1:
+        raise ValueError(f"sweep: steps_per_call must be an int >= 1, got {steps_per_call!r}")
+    guard = guard or Guard()
+    patterns = lazy if isinstance(lazy, list) else [lazy] * steps_per_call
+    if len(patterns) != steps_per_call:
+        raise ValueError(f"sweep: {len(patterns)} lazy patterns for {steps_per_call} steps per call")
+    steps = [guarded(make_train_step(gan, p), guard, gan.loop.objective.saturation) for p in patterns]
+    if steps_per_call == 1:
+        one = steps[0]
+    else:
+        def one(state: TrainState, data: tuple) -> tuple[TrainState, Metrics]:
+            ms = []
+            for fn in steps:
+                state, m = fn(state, data)
+                ms.append(m)
+            return state, {k: torch.stack([m[k] for m in ms]) for k in ms[0]}  # (K,) per run
+
+    vstep = vmap(one, in_dims=(0, None), randomness="error") if vectorize else one
+    if vectorize and steps_per_call > 1:
+        inner = vstep
+
+        def vstep(state, data):  # type: ignore[no-redef]
+            state, ms = inner(state, data)
+            return state, {k: v.transpose(0, 1) for k, v in ms.items()}  # (K, S)
+
     if compile:
         vstep = compile_step(vstep, backend=backend, mode=mode, kernel_threads=kernel_threads)
     return vstep
@@ -294,6 +314,7 @@ def run(
     offload: bool | None = None,
     checkpoint: Callable[[SweepResult], None] | None = None,
     checkpoint_every: int | None = None,
+    steps_per_call: int = 1,
 ) -> SweepResult:
     """Train every point of a sweep to step ``steps``.
 
@@ -317,6 +338,8 @@ def run(
             the last one (at every chunk's end when ``checkpoint_every`` is None). The caller saves
             the final result itself.
         checkpoint_every: steps between checkpoints (default: only at chunk ends).
+        steps_per_call: K steps per call (see :func:`make_sweep_step`); a run's result does not depend
+            on K beyond round-off (compiled: K steps fuse into one graph).
 
     Returns:
         A :class:`SweepResult`.
@@ -345,20 +368,14 @@ def run(
     kernel_threads = 1 if C == 1 and str(device) == "cpu" else None
     steps_cache: dict[Any, Callable] = {}
 
-    def step_for(t: int) -> Callable:
-        pattern = gan.loop.lazy_pattern(t)
-        key = None if pattern is None else tuple(sorted(pattern.items()))
+    def step_for(t: int, k: int) -> Callable:
+        """The call that makes steps ``t .. t + k - 1`` (one compiled function per lazy pattern sequence)."""
+        patterns = [gan.loop.lazy_pattern(t + i) for i in range(k)]
+        key = (k, tuple(None if p is None else tuple(sorted(p.items())) for p in patterns))
         if key not in steps_cache:
-            fn = make_sweep_step(
-                gan,
-                compile=compile,
-                backend=backend,
-                mode=mode,
-                guard=guard,
-                lazy=pattern,
-                kernel_threads=kernel_threads,
-                vectorize=compile,
-            )
+            fn = make_sweep_step(gan, compile=compile, backend=backend, mode=mode, guard=guard,
+                                 lazy=patterns if k > 1 else patterns[0], kernel_threads=kernel_threads,
+                                 vectorize=compile, steps_per_call=k)
             steps_cache[key] = ChainCaller(fn) if compile else fn
         return steps_cache[key]
 
@@ -432,8 +449,10 @@ def run(
             if isinstance(fn, ChainCaller):
                 fn.restart()  # a new chain of states (see ChainCaller)
         t_start = start[idx[0]]
-        for t in range(t_start + 1, steps + 1):
-            fn = step_for(t - 1)
+        t = t_start
+        while t < steps:
+            k = min(steps_per_call, steps - t)
+            fn = step_for(t, k)
             if first_call:
                 tc = time.perf_counter()
             if cudagraphs:
@@ -446,17 +465,20 @@ def run(
                     torch.cuda.synchronize()
                 compile_seconds = time.perf_counter() - tc
                 first_call = False
-            if t in row_of:
-                for k, v in metrics.items():
-                    if k not in hist:
-                        hist[k] = torch.full((len(logged), S), float("nan"), dtype=torch.float64)
-                    hist[k][row_of[t], torch.tensor(idx)] = (
-                        (v[:n] if compile else v[None]).detach().to("cpu", torch.float64)
-                    )
+            for i in range(k):  # metrics of steps t + 1 .. t + k
+                done = t + i + 1
+                if done in row_of:
+                    for name, v in metrics.items():
+                        v = v[i] if k > 1 else v
+                        if name not in hist:
+                            hist[name] = torch.full((len(logged), S), float("nan"), dtype=torch.float64)
+                        hist[name][row_of[done], torch.tensor(idx)] = (v[:n] if compile else v[None]).detach().to(
+                            "cpu", torch.float64)
+            t += k
             if progress is not None:
-                progress(n)
-            since_checkpoint += 1
-            if checkpoint is not None and checkpoint_every is not None and t % checkpoint_every == 0 and t < steps:
+                progress(n * k)
+            since_checkpoint += k
+            if checkpoint is not None and checkpoint_every is not None and t % checkpoint_every < k and t < steps:
                 current = tree_map(lambda x, n=n: x[:n], chunk) if compile else tree_map(lambda x: x[None], chunk)
                 checkpoint(result(assemble((idx, current)), time.perf_counter() - t0, compile_seconds))
                 since_checkpoint = 0

@@ -303,3 +303,30 @@ def test_healthy_runs_are_never_flagged_fast_sibling():
         system = systems.make_system(problem, **({"hidden": 16, "batch_size": 32} if problem == "ring8" else {}))
         result = sweep.run(system, sweep.grid(range(32)), steps=200, compile=True, backend="aot_eager", chunk_size=32)
         assert int((result.diverged_at >= 0).sum()) == 0, problem
+
+
+# ----------------------------------------------------------------------------- many steps per call
+
+
+def test_steps_per_call_equals_single_steps():
+    """K steps in one call: eager bitwise (the same kernels in the same order); compiled (aot_eager,
+    one graph of K steps) in float64 to 1e-12; metrics (K, S); lazy penalties keep their pattern."""
+    system = systems.make_system("gaussian1d", hidden=8, batch_size=8, penalties=(P.r1(1.0, every=2),))
+    points = sweep.grid(range(3))
+    one = sweep.run(system, points, steps=8, compile=False, log_every=1, dtype=torch.float64)
+    four = sweep.run(system, points, steps=7, compile=False, log_every=1, dtype=torch.float64, steps_per_call=4)
+    one7 = sweep.run(system, points, steps=7, compile=False, log_every=1, dtype=torch.float64)
+    assert _equal(one7.state, four.state)  # 7 = 4 + 3: a shorter last call
+    for k in one7.history:
+        torch.testing.assert_close(four.history[k], one7.history[k], rtol=0, atol=0, equal_nan=True)
+    torch._dynamo.reset()
+    comp = sweep.run(system, points, steps=8, compile=True, backend="aot_eager", log_every=1, dtype=torch.float64,
+                     steps_per_call=4)  # one graph: every 4-step call has the pattern (on, off, on, off)
+    assert _maxdiff((comp.state.gen, comp.state.disc), (one.state.gen, one.state.disc)) <= 1e-12
+    for k in one.history:
+        torch.testing.assert_close(comp.history[k], one.history[k], rtol=1e-12, atol=1e-12, equal_nan=True)
+    step = sweep.make_sweep_step(system.gan, compile=False, steps_per_call=3)
+    _, metrics = step(sweep.init_sweep(system.gan, points), ())
+    assert metrics["disc/loss"].shape == (3, 3)
+    with pytest.raises(ValueError, match="steps_per_call must be an int >= 1"):
+        sweep.make_sweep_step(system.gan, steps_per_call=0)

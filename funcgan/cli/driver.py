@@ -51,6 +51,7 @@ class RunSpec:
     log_every: int = 10
     checkpoint_every: int = 500
     guard: dict[str, Any] = field(default_factory=dict)
+    steps_per_call: int = 1
 
     def meta(self) -> dict[str, Any]:
         d = asdict(self)
@@ -193,6 +194,7 @@ def drive(
             guard=spec.make_guard(),
             checkpoint=save if target is not None else None,
             checkpoint_every=spec.checkpoint_every,
+            steps_per_call=spec.steps_per_call,
         )
     except (ValueError, TypeError) as e:
         raise CLIError(str(e))

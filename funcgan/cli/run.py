@@ -82,6 +82,7 @@ def _common_spec(
         log_every,
         every,
         {k: getattr(guard, k) for k in ("max_param", "max_output", "pinned_window", "pinned_fraction")},
+        O.parse_int("steps-per-call", args.steps_per_call) if args.steps_per_call is not None else 1,
     )
     spec.why = why  # type: ignore[attr-defined]
     return spec
