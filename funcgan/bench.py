@@ -31,7 +31,8 @@ import platform
 import pstats
 import resource
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -123,8 +124,16 @@ def state_bytes_per_seed(states, S: int) -> float:
     return sum(x.numel() * x.element_size() for x in tree_leaves(states)) / S
 
 
-def compiled_runner(system, S: int, device: str, chunk: int, min_seconds: float, mode: str | None = None,
-                    steps_per_chunk: int = 10, steps_per_call: int = 1) -> tuple[Callable[[], float], dict[str, Any]]:
+def compiled_runner(
+    system,
+    S: int,
+    device: str,
+    chunk: int,
+    min_seconds: float,
+    mode: str | None = None,
+    steps_per_chunk: int = 10,
+    steps_per_call: int = 1,
+) -> tuple[Callable[[], float], dict[str, Any]]:
     """``(measure, info)``: ``measure() -> seed-steps/s`` of the compiled sweep step on S runs in chunks,
     driven as :func:`funcgan.sweep.run` drives them (a chunk's steps, then the next chunk's)."""
     gan = system.gan
@@ -136,8 +145,9 @@ def compiled_runner(system, S: int, device: str, chunk: int, min_seconds: float,
     del all_states
     data = tuple(x.to(device) for x in system.data)
     kernel_threads = 1 if C == 1 and device == "cpu" else None
-    step = sweep.make_sweep_step(gan, compile=True, mode=mode, kernel_threads=kernel_threads,
-                                 steps_per_call=steps_per_call)
+    step = sweep.make_sweep_step(
+        gan, compile=True, mode=mode, kernel_threads=kernel_threads, steps_per_call=steps_per_call
+    )
     callers = [ChainCaller(step) for _ in range(n_chunks)]
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -185,16 +195,26 @@ def jax_runner_gaussian1d(S: int, min_seconds: float, batch: int = 100):
     def init_linear(key, n_in, n_out):
         kw, kb = jax.random.split(key)
         bound = 1.0 / jnp.sqrt(n_in)
-        return {"w": jax.random.uniform(kw, (n_in, n_out), minval=-bound, maxval=bound),
-                "b": jax.random.uniform(kb, (n_out,), minval=-bound, maxval=bound)}
+        return {
+            "w": jax.random.uniform(kw, (n_in, n_out), minval=-bound, maxval=bound),
+            "b": jax.random.uniform(kb, (n_out,), minval=-bound, maxval=bound),
+        }
 
     def init(key):
         k = jax.random.split(key, 5)
         g = [init_linear(k[0], 10, 50), init_linear(k[1], 50, 1)]
         d = [init_linear(k[2], 1, 50), init_linear(k[3], 50, 1)]
         zeros = lambda t: jax.tree_util.tree_map(jnp.zeros_like, t)  # noqa: E731
-        return {"g": g, "d": d, "gm": zeros(g), "gv": zeros(g), "dm": zeros(d), "dv": zeros(d),
-                "t": jnp.zeros((), jnp.int32), "key": k[4]}
+        return {
+            "g": g,
+            "d": d,
+            "gm": zeros(g),
+            "gv": zeros(g),
+            "dm": zeros(d),
+            "dv": zeros(d),
+            "t": jnp.zeros((), jnp.int32),
+            "key": k[4],
+        }
 
     def mlp(p, x, out_sigmoid):
         h = jax.nn.relu(x @ p[0]["w"] + p[0]["b"])
@@ -208,7 +228,7 @@ def jax_runner_gaussian1d(S: int, min_seconds: float, batch: int = 100):
     def adam(params, grads, m, v, t, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):
         m = jax.tree_util.tree_map(lambda m, g: b1 * m + (1 - b1) * g, m, grads)
         v = jax.tree_util.tree_map(lambda v, g: b2 * v + (1 - b2) * g * g, v, grads)
-        bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
+        bc1, bc2 = 1 - b1**t, 1 - b2**t
         params = jax.tree_util.tree_map(lambda p, m, v: p - lr / bc1 * m / (jnp.sqrt(v / bc2) + eps), params, m, v)
         return params, m, v
 
@@ -246,8 +266,13 @@ def jax_runner_gaussian1d(S: int, min_seconds: float, batch: int = 100):
 
 # ----------------------------------------------------------------------------- where the time goes
 
-_EAGER_PARTS = {"random": "funcgan/random.py", "networks (functional_call)": "torch/_functorch/functional_call",
-                "optimizer": "funcgan/optim/", "guard": "funcgan/guard.py", "autograd (grad transforms)": "autograd"}
+_EAGER_PARTS = {
+    "random": "funcgan/random.py",
+    "networks (functional_call)": "torch/_functorch/functional_call",
+    "optimizer": "funcgan/optim/",
+    "guard": "funcgan/guard.py",
+    "autograd (grad transforms)": "autograd",
+}
 
 
 def profile_eager(system, steps: int = 50) -> dict[str, float]:
@@ -285,8 +310,13 @@ def profile_compiled(system, S: int, calls: int = 20) -> dict[str, float]:
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(calls):
                 st, _ = fn(st, system.data)
-    parts = {"total": 0.0, "random numbers": 0.0, "matrix products (bmm/mm)": 0.0, "fused kernels": 0.0,
-             "call overhead (guards, wrapper)": 0.0}
+    parts = {
+        "total": 0.0,
+        "random numbers": 0.0,
+        "matrix products (bmm/mm)": 0.0,
+        "fused kernels": 0.0,
+        "call overhead (guards, wrapper)": 0.0,
+    }
     for ev in prof.key_averages():
         ms = ev.self_cpu_time_total / 1e3 / calls
         parts["total"] += ms
@@ -318,8 +348,9 @@ def _print_profile(problem: str, eager: dict[str, float], compiled: dict[str, fl
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="funcgan bench", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="funcgan bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--problems", default="gaussian1d,mnist")
     ap.add_argument("--sizes", default="1,16,256,1024,4096")
     ap.add_argument("--device", default="cpu")
@@ -335,9 +366,14 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
-    results: dict[str, Any] = {"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                               "machine": platform.processor() or platform.machine(), "problems": {},
-                               "steps_per_call": args.steps_per_call}
+    results: dict[str, Any] = {
+        "device": args.device,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "problems": {},
+        "steps_per_call": args.steps_per_call,
+    }
     if args.device.startswith("cuda"):
         results["gpu"] = torch.cuda.get_device_name()
     for problem in args.problems.split(","):
@@ -346,12 +382,22 @@ def main(argv=None) -> int:
         eager = eager_runner(system, args.device, max(20, args.imperative_steps // 4))
         rows = []
         print(f"\n{problem}: best of {args.repeats} interleaved rounds per S (seed-steps/s)", flush=True)
-        print(f"{'S':>6} {'imperative':>11} {'eager':>9} {'compiled':>11} {'compile s':>9} {'jax':>11} "
-              f"{'comp/imp':>9} {'comp/jax':>9} {'state B/seed':>12}")
+        print(
+            f"{'S':>6} {'imperative':>11} {'eager':>9} {'compiled':>11} {'compile s':>9} {'jax':>11} "
+            f"{'comp/imp':>9} {'comp/jax':>9} {'state B/seed':>12}"
+        )
         for S in sizes:
             row: dict[str, Any] = {"S": S}
-            compiled, info = compiled_runner(system, S, args.device, args.chunk, args.min_seconds, args.mode,
-                                             args.steps_per_chunk, args.steps_per_call)
+            compiled, info = compiled_runner(
+                system,
+                S,
+                args.device,
+                args.chunk,
+                args.min_seconds,
+                args.mode,
+                args.steps_per_chunk,
+                args.steps_per_call,
+            )
             row.update(info)
             jax_run = None if args.no_jax or problem != "gaussian1d" else jax_runner_gaussian1d(S, args.min_seconds)
             if jax_run is not None:
@@ -368,11 +414,14 @@ def main(argv=None) -> int:
             if "jax" in row:
                 row["compiled_over_jax"] = row["compiled"] / row["jax"]
             rows.append(row)
-            fmt = lambda k, w=11: f"{row[k]:>{w},.0f}" if k in row else f"{'-':>{w}}"  # noqa: E731
-            print(f"{S:>6} {fmt('imperative')} {fmt('eager', 9)} {fmt('compiled')} {row['compile_s']:>9.1f} "
-                  f"{fmt('jax')} {row['compiled_over_imperative']:>8.1f}x "
-                  + (f"{row['compiled_over_jax']:>8.2f}x" if "jax" in row else f"{'-':>9}")
-                  + f" {row['state_bytes_per_seed']:>12,.0f}", flush=True)
+            fmt = lambda k, w=11, row=row: f"{row[k]:>{w},.0f}" if k in row else f"{'-':>{w}}"  # noqa: E731
+            print(
+                f"{S:>6} {fmt('imperative')} {fmt('eager', 9)} {fmt('compiled')} {row['compile_s']:>9.1f} "
+                f"{fmt('jax')} {row['compiled_over_imperative']:>8.1f}x "
+                + (f"{row['compiled_over_jax']:>8.2f}x" if "jax" in row else f"{'-':>9}")
+                + f" {row['state_bytes_per_seed']:>12,.0f}",
+                flush=True,
+            )
         results["problems"][problem] = rows
         if args.profile:
             pe = profile_eager(system)

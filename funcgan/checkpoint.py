@@ -104,7 +104,7 @@ def save(
 
 def remove_stale_temporaries(directory: str | os.PathLike) -> list[str]:
     """Delete the temporary files a killed writer left in ``directory`` (of processes no longer alive)."""
-    removed = []
+    removed: list[str] = []
     d = Path(directory)
     if not d.is_dir():
         return removed

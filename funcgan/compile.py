@@ -28,7 +28,7 @@ __all__ = ["compile", "inductor_options", "TransposeThinBmm", "ChainCaller"]
 try:  # torch >= 2.5
     from torch._inductor.custom_graph_pass import CustomGraphPass as _PassBase
 except ImportError:  # pragma: no cover - older torch: a plain callable (no FX-graph caching)
-    _PassBase = object
+    _PassBase = object  # type: ignore[misc,assignment]
 
 
 class TransposeThinBmm(_PassBase):

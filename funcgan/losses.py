@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -64,7 +65,8 @@ __all__ = [
     "l1",
 ]
 
-Loss = Callable[[torch.Tensor | None, torch.Tensor], torch.Tensor]
+#: ``(real_out, fake_out) -> loss``; ``real_out`` is ``None`` for a G loss that needs no real batch
+Loss = Callable[[Any, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)

@@ -183,6 +183,12 @@ class GAN:
     ema_start: int = 0
     gen_init: Initializer = nets.init_params
     disc_init: Initializer = nets.init_params
+    # derived in __post_init__
+    latent_shape: tuple[int, ...] = field(init=False, repr=False)
+    gen_apply: nets.Apply = field(init=False, repr=False)
+    disc_apply: nets.Apply = field(init=False, repr=False)
+    gen_tx: GradientTransformation = field(init=False, repr=False)
+    disc_tx: GradientTransformation = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         missing = [m for m in ("draw", "update", "check", "hparams", "init_extra") if not hasattr(self.loop, m)]

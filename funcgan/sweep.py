@@ -149,6 +149,7 @@ def check_points(gan: GAN, points: Sequence[dict[str, Any]]) -> None:
                 _check_hparam(gan, k, v)
             else:
                 spec = gan.gen_opt if where == "gen" else gan.disc_opt
+                assert isinstance(spec, OptimizerSpec)  # sweepable() lists OptimizerSpec fields only
                 try:
                     spec.with_values(**{fld: tuple(v) if fld == "betas" else v})
                 except (TypeError, ValueError) as e:
@@ -183,10 +184,17 @@ def init_sweep(
     return states
 
 
-def make_sweep_step(gan: GAN, compile: bool = True, backend: str = "inductor", mode: str | None = None,
-                    guard: Guard | None = None, lazy: Any = None, kernel_threads: int | None = None,
-                    vectorize: bool = True, steps_per_call: int = 1) -> Callable[[TrainState, tuple],
-                                                                              tuple[TrainState, Metrics]]:
+def make_sweep_step(
+    gan: GAN,
+    compile: bool = True,
+    backend: str = "inductor",
+    mode: str | None = None,
+    guard: Guard | None = None,
+    lazy: Any = None,
+    kernel_threads: int | None = None,
+    vectorize: bool = True,
+    steps_per_call: int = 1,
+) -> Callable[[TrainState, tuple], tuple[TrainState, Metrics]]:
     """The guarded step vmapped over runs (axis 0 of the state), compiled once.
 
     Args:
@@ -216,6 +224,7 @@ def make_sweep_step(gan: GAN, compile: bool = True, backend: str = "inductor", m
     if steps_per_call == 1:
         one = steps[0]
     else:
+
         def one(state: TrainState, data: tuple) -> tuple[TrainState, Metrics]:
             ms = []
             for fn in steps:
@@ -373,9 +382,17 @@ def run(
         patterns = [gan.loop.lazy_pattern(t + i) for i in range(k)]
         key = (k, tuple(None if p is None else tuple(sorted(p.items())) for p in patterns))
         if key not in steps_cache:
-            fn = make_sweep_step(gan, compile=compile, backend=backend, mode=mode, guard=guard,
-                                 lazy=patterns if k > 1 else patterns[0], kernel_threads=kernel_threads,
-                                 vectorize=compile, steps_per_call=k)
+            fn = make_sweep_step(
+                gan,
+                compile=compile,
+                backend=backend,
+                mode=mode,
+                guard=guard,
+                lazy=patterns if k > 1 else patterns[0],
+                kernel_threads=kernel_threads,
+                vectorize=compile,
+                steps_per_call=k,
+            )
             steps_cache[key] = ChainCaller(fn) if compile else fn
         return steps_cache[key]
 
@@ -451,8 +468,8 @@ def run(
         t_start = start[idx[0]]
         t = t_start
         while t < steps:
-            k = min(steps_per_call, steps - t)
-            fn = step_for(t, k)
+            n_call = min(steps_per_call, steps - t)
+            fn = step_for(t, n_call)
             if first_call:
                 tc = time.perf_counter()
             if cudagraphs:
@@ -465,20 +482,21 @@ def run(
                     torch.cuda.synchronize()
                 compile_seconds = time.perf_counter() - tc
                 first_call = False
-            for i in range(k):  # metrics of steps t + 1 .. t + k
-                done = t + i + 1
-                if done in row_of:
+            for i in range(n_call):  # metrics of steps t + 1 .. t + n_call
+                step_no = t + i + 1
+                if step_no in row_of:
                     for name, v in metrics.items():
-                        v = v[i] if k > 1 else v
+                        v = v[i] if n_call > 1 else v
                         if name not in hist:
                             hist[name] = torch.full((len(logged), S), float("nan"), dtype=torch.float64)
-                        hist[name][row_of[done], torch.tensor(idx)] = (v[:n] if compile else v[None]).detach().to(
-                            "cpu", torch.float64)
-            t += k
+                        hist[name][row_of[step_no], torch.tensor(idx)] = (
+                            (v[:n] if compile else v[None]).detach().to("cpu", torch.float64)
+                        )
+            t += n_call
             if progress is not None:
-                progress(n * k)
-            since_checkpoint += k
-            if checkpoint is not None and checkpoint_every is not None and t % checkpoint_every < k and t < steps:
+                progress(n * n_call)
+            since_checkpoint += n_call
+            if checkpoint is not None and checkpoint_every is not None and t % checkpoint_every < n_call and t < steps:
                 current = tree_map(lambda x, n=n: x[:n], chunk) if compile else tree_map(lambda x: x[None], chunk)
                 checkpoint(result(assemble((idx, current)), time.perf_counter() - t0, compile_seconds))
                 since_checkpoint = 0

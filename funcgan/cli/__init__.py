@@ -44,7 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command; returns the exit code (0 ok, 1 a run diverged or a check failed, 2 bad input)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv[:1] == ["bench"]:  # the benchmark has its own options (funcgan bench --help)
+            from funcgan.bench import main as bench_main
+
+            return bench_main(argv[1:])
         parser = build_parser()
         args = parser.parse_args(argv)
         if args.command is None:
@@ -55,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = str(e)
         print(msg if msg.startswith("funcgan") else f"funcgan: {msg}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (| head): nothing left to say
+        return 0
     except KeyboardInterrupt:
         print("funcgan: interrupted (the last checkpoint stands; --resume continues from it)", file=sys.stderr)
         return 130

@@ -52,6 +52,7 @@ class RunSpec:
     checkpoint_every: int = 500
     guard: dict[str, Any] = field(default_factory=dict)
     steps_per_call: int = 1
+    why: str = field(default="", compare=False)  # how compile was chosen (printed, not a setting)
 
     def meta(self) -> dict[str, Any]:
         d = asdict(self)

@@ -341,7 +341,7 @@ def system_config(args: argparse.Namespace, sweep: bool = False) -> dict[str, An
 
 def _penalty_values(cfg: dict[str, Any]) -> tuple:
     every = cfg.get("penalty_every", 1)
-    made = []
+    made: list = []
     for name, v in cfg.get("penalties", {}).items():
         if name == "gp":
             made.append(P.gradient_penalty(v, every=every))
@@ -387,7 +387,7 @@ def grid_values(args: argparse.Namespace, gan) -> dict[str, list[Any]]:
     from funcgan.sweep import sweepable
 
     names = sweepable(gan)
-    axes: dict[str, list[Any]] = {}
+    axes: dict[str, Any] = {}
     for flag, sweep_name in SWEEPABLE_FLAGS.items():
         spec = getattr(args, flag, None)
         if spec is None:

@@ -43,7 +43,7 @@ DIRAC_CASES = [
     ("optimistic", "minimax", (), {}),
     ("unrolled", "minimax", (), {"unroll": 5}),
 ]
-_PENALTIES = {"gp": P.gradient_penalty, "r1": P.r1, "r2": P.r2}
+_PENALTIES: dict[str, Any] = {"gp": P.gradient_penalty, "r1": P.r1, "r2": P.r2}
 
 
 def dirac_system(scheme: str, loss: str = "minimax", penalties: tuple = (), options: dict | None = None, **kwargs: Any):
@@ -128,7 +128,7 @@ def mixture_table(
         "hq_mean": float(hq.mean()) if len(ok) else float("nan"),
         "reverse_kl_mean": float(rkl.mean()) if len(ok) else float("nan"),
         "diverged": len(rows) - len(ok),
-        "n_modes": len(system.mixture[0]),
+        "n_modes": len(system.mixture[0]) if system.mixture is not None else 0,
     }
     n = min(4, seeds)
     samples = torch.cat([generate(system.gan, tree_index(result.state, i), fr.key(1000 + i), 500) for i in range(n)])
@@ -182,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
     from funcgan.cli.driver import prepare_out
 
     out = prepare_out(args.out)
+    assert out is not None  # --out has a default
     table, samples = [], {}
     for p in problems:
         for s in schemes:

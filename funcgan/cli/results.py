@@ -52,6 +52,7 @@ def metric_fn(system: System, n_samples: int, use_ema: bool = False):
     if system.kind == "mixture":
         from funcgan.metrics import mixture_metrics
 
+        assert system.mixture is not None
         means, std = system.mixture
 
         def metric(state, key):
@@ -94,11 +95,11 @@ def metric_fn(system: System, n_samples: int, use_ema: bool = False):
 
         return metric
 
-    def metric(state, key):
+    def pixels(state, key):
         x = samples(state, key, min(n_samples, 1024))
         return {"gen_pixel_mean": x.mean(), "gen_pixel_std": x.std()}
 
-    return metric
+    return pixels
 
 
 def hyper_names(points: list[dict[str, Any]]) -> list[str]:
@@ -178,7 +179,7 @@ def summarize(rows: list[dict[str, Any]], hypers: list[str]) -> dict[str, Any]:
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault(tuple(r.get(h) for h in hypers), []).append(r)
-    out = {"runs": len(rows), "diverged": sum(1 for r in rows if r["diverged_at"] != ""), "groups": []}
+    out: dict[str, Any] = {"runs": len(rows), "diverged": sum(1 for r in rows if r["diverged_at"] != ""), "groups": []}
     for values, members in groups.items():
         healthy = [r for r in members if r["diverged_at"] == ""]
         cols = [c for c in members[0] if c not in skip and isinstance(members[0][c], (int, float))]
@@ -270,7 +271,7 @@ def plot_samples(path: str | os.PathLike, system: System, samples: torch.Tensor,
     plt = pyplot()
     if plt is None or system.kind == "dirac":
         return None
-    if system.kind == "mixture":
+    if system.kind == "mixture" and system.mixture is not None:
         means, _ = system.mixture
         fig, ax = plt.subplots(figsize=(5, 5))
         ax.scatter(samples[:2500, 0].numpy(), samples[:2500, 1].numpy(), s=2, alpha=0.4, label="generated")

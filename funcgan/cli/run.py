@@ -84,7 +84,7 @@ def _common_spec(
         {k: getattr(guard, k) for k in ("max_param", "max_output", "pinned_window", "pinned_fraction")},
         O.parse_int("steps-per-call", args.steps_per_call) if args.steps_per_call is not None else 1,
     )
-    spec.why = why  # type: ignore[attr-defined]
+    spec.why = why
     return spec
 
 
@@ -119,7 +119,7 @@ def _resume(args: argparse.Namespace, kind: str) -> tuple[RunSpec, Path, Path]:
         raise CLIError(f"--log-every: a resumed {kind} keeps its settings (the checkpoint has {spec.log_every})")
     if args.checkpoint_every is not None:
         spec.checkpoint_every = O.parse_int("checkpoint-every", args.checkpoint_every)
-    spec.why = "compiled" if spec.compile else "eager"  # type: ignore[attr-defined]
+    spec.why = "compiled" if spec.compile else "eager"
     if args.out is not None and Path(args.out).resolve() != out.resolve():
         raise CLIError("--out: a resumed run writes to its own directory; leave --out out")
     return spec, file, out
@@ -165,6 +165,7 @@ def _samples(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     samples = _samples(args)
+    out: Path | None
     if args.resume:
         spec, file, out = _resume(args, "train")
         system = O.build_system(spec.config)
@@ -181,13 +182,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(
         f"funcgan train: {system.description}; data: {system.data_source}; seed {seed}, {spec.steps} steps on "
         f"{spec.device}, {spec.why}"
-    )  # type: ignore[attr-defined]
+    )
     result = drive(spec, system, out, resume_file, show_progress=not args.no_progress)
     rows = R.per_seed_rows(system, result, samples)
     row = rows[0]
     _print_run(system, result, row)
     if out is not None:
-        written = [R.write_tables(out, rows, R.summarize(rows, []), spec.meta())[-1]]
+        written: list[str | None] = [R.write_tables(out, rows, R.summarize(rows, []), spec.meta())[-1]]
         payload = {
             "summary": row,
             "logged_steps": result.logged_steps,
@@ -261,6 +262,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     samples = _samples(args)
     rank, world = shard.dist_info()
     store = shard.rendezvous() if world > 1 else None
+    out: Path | None
     if world > 1 and (args.device or "cpu").startswith("cuda"):
         args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
         torch.cuda.set_device(args.device)
@@ -292,7 +294,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(
             f"funcgan sweep: {system.description}; {len(all_points)} runs x {spec.steps} steps on {spec.device}, "
             f"{spec.why}" + (f" ({world} processes)" if world > 1 else "")
-        )  # type: ignore[attr-defined]
+        )
     rows: list[dict[str, Any]] = []
     result = None
     if spec.points:
@@ -333,7 +335,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         top = top.parent
     if top is not None:
         meta = {**spec.meta(), "points": all_points, "world_size": world}
-        written = R.write_tables(top, rows, summary, meta)
+        written: list[str | None] = list(R.write_tables(top, rows, summary, meta))
         if result is not None and world == 1:
             written.append(R.plot_losses(top / "losses.png", system.name, result))
             if system.kind == "1d" and "gen_mean" in rows[0]:

@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 #: name -> loop class
-LOOPS = {
+LOOPS: dict[str, type[Loop]] = {
     c.name: c
     for c in (Alternating, ReuseFake, Pix2Pix, Adaptive, Simultaneous, Extragradient, Optimistic, Consensus, Unrolled)
 }

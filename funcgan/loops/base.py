@@ -321,7 +321,7 @@ class Context:
         def loss(fake: torch.Tensor):
             buffers = disc.buffers
             real_out = None
-            if obj.gen_needs_real:
+            if obj.gen_needs_real and real is not None:  # checked above: a real batch is given
                 real_out, buffers = self.D(disc.params, buffers, real.x, cond, k_real, disc_train)
             fake_out, buffers = self.D(disc.params, buffers, fake, cond, k_fake, disc_train)
             value = obj.gen(real_out, fake_out)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
@@ -55,7 +55,19 @@ __all__ = [
 
 Params = dict[str, torch.Tensor]
 Buffers = dict[str, torch.Tensor]
-Apply = Callable[..., tuple[Any, Buffers]]
+
+
+class Apply(Protocol):
+    """What :func:`make_apply` returns: the pure function, with its skeletons and stochastic modules."""
+
+    skeleton: nn.Module
+    eval_skeleton: nn.Module
+    stochastic: list[str]
+
+    def __call__(
+        self, params: Params, buffers: Buffers, *inputs: Any, key: torch.Tensor | None = None, train: bool = True
+    ) -> tuple[Any, Buffers]: ...
+
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _NORM = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
@@ -127,7 +139,7 @@ def make_apply(module: nn.Module, who: str = "funcgan") -> Apply:
     apply.skeleton = train_skel  # type: ignore[attr-defined]
     apply.eval_skeleton = eval_skel  # type: ignore[attr-defined]
     apply.stochastic = names  # type: ignore[attr-defined]
-    return apply
+    return cast(Apply, apply)
 
 
 # ----------------------------------------------------------------------------- initialisation
@@ -222,7 +234,7 @@ def init_params(
         if not own:
             continue
         full = _prefixer(mod_name)
-        original = module.get_submodule(mod_name)
+        original: Any = module.get_submodule(mod_name)
         if hasattr(original, "funcgan_init"):
             custom = original.funcgan_init(keys[index[full(next(iter(own)))]], dtype)
             for p_name in own:
@@ -235,8 +247,9 @@ def init_params(
             first = full(next(iter(own)))
             value = _default_value(layer, tname, tuple(getattr(layer, tname).shape), keys[index[first]], dtype, first)
             for p in reversed(list(mod)):
-                if hasattr(p, "right_inverse"):
-                    value = p.right_inverse(value)
+                inverse: Any = getattr(p, "right_inverse", None)
+                if inverse is not None:
+                    value = inverse(value)
             if isinstance(value, tuple):  # original0, original1, ...
                 for j, v in enumerate(value):
                     params[full(f"original{j}")] = v.to(dtype)

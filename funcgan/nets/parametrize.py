@@ -61,6 +61,12 @@ class FunctionalSpectralNorm(nn.Module):
         dim, eps, n_power_iterations: as in torch (``dim`` already made non-negative).
     """
 
+    dim: int
+    eps: float
+    n_power_iterations: int
+    _u: torch.Tensor
+    _v: torch.Tensor
+
     def __init__(self, dim: int, eps: float, n_power_iterations: int, u: torch.Tensor | None, v: torch.Tensor | None):
         super().__init__()
         self.dim, self.eps, self.n_power_iterations = dim, eps, n_power_iterations
@@ -70,7 +76,13 @@ class FunctionalSpectralNorm(nn.Module):
 
     @classmethod
     def from_torch(cls, m: nn.Module) -> FunctionalSpectralNorm:
-        return cls(m.dim, m.eps, getattr(m, "n_power_iterations", 1), getattr(m, "_u", None), getattr(m, "_v", None))
+        return cls(
+            int(m.dim),  # type: ignore[arg-type]
+            float(m.eps),  # type: ignore[arg-type]
+            int(getattr(m, "n_power_iterations", 1)),  # type: ignore[arg-type]
+            getattr(m, "_u", None),
+            getattr(m, "_v", None),
+        )
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if weight.ndim == 1:
@@ -150,7 +162,9 @@ def check_no_legacy_hooks(module: nn.Module, who: str) -> None:
                 )
 
 
-def spectral_norm_buffers(weight: torch.Tensor, sn: nn.Module, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def spectral_norm_buffers(
+    weight: torch.Tensor, sn: FunctionalSpectralNorm, key: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Initial ``(_u, _v)`` for a spectral-norm parametrization of ``weight``, drawn from ``key``:
     normal vectors, normalised, then 15 power iterations (torch's constructor, with keys)."""
     mat = _reshape_to_matrix(weight.detach(), sn.dim)

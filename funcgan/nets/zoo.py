@@ -170,7 +170,9 @@ class DCGANDiscriminator(nn.Module):
         w = width
 
         def normed(c: int) -> list[nn.Module]:
-            return {"batch": [nn.BatchNorm2d(c)], "none": [], "layer": [nn.GroupNorm(1, c)]}[norm]
+            if norm == "batch":
+                return [nn.BatchNorm2d(c)]
+            return [nn.GroupNorm(1, c)] if norm == "layer" else []
 
         self.features = nn.Sequential(
             nn.Conv2d(channels, w, 4, 2, 1, bias=False),

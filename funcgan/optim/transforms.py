@@ -14,7 +14,7 @@ Every hyper-parameter may be a Python number or a 0-d tensor (batched under
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -85,7 +85,7 @@ def _check_lr(fn: str, learning_rate: LearningRate) -> None:
 class ScaleByAdamState(NamedTuple):
     """Adam's moments. ``count`` is the number of updates taken so far."""
 
-    count: torch.Tensor
+    count: torch.Tensor  # type: ignore[assignment]
     mu: PyTree
     nu: PyTree
     nu_max: PyTree  # running max of nu for AMSGrad; an empty dict otherwise
@@ -136,6 +136,7 @@ def scale_by_adam(
         t = count.to(torch.float64)
         bc1 = 1.0 - _f64(b1, device) ** t
         bc2_sqrt = torch.sqrt(1.0 - _f64(b2, device) ** t)
+        lr: Any
         if learning_rate is None:
             step_size = -1.0 / bc1
             lr = None
@@ -170,7 +171,7 @@ def scale_by_adam(
 class TraceState(NamedTuple):
     """SGD momentum buffer; ``count`` marks the first step (buffer = gradient)."""
 
-    count: torch.Tensor
+    count: torch.Tensor  # type: ignore[assignment]
     trace: PyTree
 
 
@@ -264,7 +265,7 @@ def add_decayed_weights(weight_decay: Scalar) -> GradientTransformation:
 class ScaleByScheduleState(NamedTuple):
     """Number of updates taken, for a learning-rate schedule."""
 
-    count: torch.Tensor
+    count: torch.Tensor  # type: ignore[assignment]
 
 
 def scale_by_learning_rate(learning_rate: LearningRate) -> GradientTransformation:

@@ -139,7 +139,7 @@ def resolve_loop(
         base = scheme(objective=objective or default.objective)
     else:
         base = loop if loop is not None else default
-    changes = {
+    changes: dict[str, Any] = {
         k: v for k, v in (("objective", objective), ("penalties", penalties), ("n_disc", n_disc)) if v is not None
     }
     for k, v in (loop_options or {}).items():

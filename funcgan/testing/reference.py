@@ -87,8 +87,12 @@ class ReferenceRun:
         dtype = next(iter(state.gen.params.values())).dtype
         self.G = self._module(gan.gen, state.gen, device, dtype)
         self.D = self._module(gan.disc, state.disc, device, dtype)
-        self.opt_g = gan.gen_opt.make_torch(self.G.parameters()) if isinstance(gan.gen_opt, OptimizerSpec) else None
-        self.opt_d = gan.disc_opt.make_torch(self.D.parameters()) if isinstance(gan.disc_opt, OptimizerSpec) else None
+        self.opt_g: Any = (
+            gan.gen_opt.make_torch(self.G.parameters()) if isinstance(gan.gen_opt, OptimizerSpec) else None
+        )
+        self.opt_d: Any = (
+            gan.disc_opt.make_torch(self.D.parameters()) if isinstance(gan.disc_opt, OptimizerSpec) else None
+        )
         self.counts = {"gen": 0, "disc": 0}
         self.hparams = {k: float(v) for k, v in state.hparams.items()}
         self.step = int(state.step)
@@ -100,7 +104,7 @@ class ReferenceRun:
             if f"{who}_prev_update" in state.extra
         }
         self.d_override: dict[str, torch.Tensor] | None = None  # look-ahead weights (unrolled)
-        self._keys: torch.Tensor | None = None
+        self._keys: Any = None
         self._count = 0
         self._keyed = bool(gan.gen_apply.stochastic or gan.disc_apply.stochastic)
 
@@ -277,7 +281,7 @@ def gen_loss_of_fake(run: ReferenceRun, fake: torch.Tensor, real: Batch | None, 
     obj = run.gan.loop.objective
     k_real, k_fake = run.key(), run.key()
     cond = real.cond if real is not None else None
-    real_out = run.d(real.x, cond, k_real, disc_train) if obj.gen_needs_real else None
+    real_out = run.d(real.x, cond, k_real, disc_train) if obj.gen_needs_real and real is not None else None
     return obj.gen(real_out, run.d(fake, cond, k_fake, disc_train))
 
 
@@ -332,8 +336,8 @@ def alternating_step(run: ReferenceRun, inputs: dict[str, Any]) -> dict[str, flo
         fake = run.g(None if d["z"] is None else d["z"][i], real.cond, run.key())  # detached in disc_update
         d_losses.append(disc_update(run, real, fake, d["noise"][i]))
     for j in range(loop.n_gen):
-        real = batch_at(g["real"], j) if "real" in g else None
-        g_losses.append(gen_update(run, None if g["z"] is None else g["z"][j], real))
+        real_g = batch_at(g["real"], j) if "real" in g else None
+        g_losses.append(gen_update(run, None if g["z"] is None else g["z"][j], real_g))
     run.end()
     return {"disc/loss": _f(torch.stack(d_losses).mean()), "gen/loss": _f(torch.stack(g_losses).mean())}
 
@@ -453,7 +457,7 @@ def simultaneous_step(run: ReferenceRun, inputs: dict[str, Any]) -> dict[str, fl
     return {"disc/loss": _f(d_loss), "gen/loss": _f(g_loss)}
 
 
-def _sub_keys(run: ReferenceRun, parent: tuple[torch.Tensor, int]) -> None:
+def _sub_keys(run: ReferenceRun, parent: tuple[Any, int]) -> None:
     """Switch to the keys of one field evaluation: ``fold_in(net_key, i)`` of the parent's next key."""
     keys, count = parent
     run._keys, run._count = (fr.fold_in(keys, count) if run._keyed else keys), 0
@@ -536,8 +540,8 @@ def consensus_step(run: ReferenceRun, inputs: dict[str, Any]) -> dict[str, float
     g_grads, d_grads, d_loss, g_loss = _simultaneous_grads(run, real, z, noise, create_graph=True)
     reg = 0.5 * (sum((g**2).sum() for g in g_grads) + sum((g**2).sum() for g in d_grads))
     params = list(run.G.parameters()) + list(run.D.parameters())
-    r = torch.autograd.grad(reg, params, allow_unused=True)
-    r = [torch.zeros_like(p) if x is None else x for x, p in zip(r, params)]
+    raw = torch.autograd.grad(reg, params, allow_unused=True)
+    r = [torch.zeros_like(p) if x is None else x for x, p in zip(raw, params)]
     gamma = run.hparams["consensus"]
     n_g = len(g_grads)
     g_total = [g.detach() + gamma * rr for g, rr in zip(g_grads, r[:n_g])]

@@ -124,7 +124,7 @@ def objectives(draw, separable: bool = False, float32: bool = False, probs: bool
 @st.composite
 def penalty_sets(draw, float32: bool = False) -> tuple:
     """A few penalties with random weights (some lazy) and maybe weight clipping."""
-    chosen = []
+    chosen: list = []
     if draw(st.booleans()):
         chosen.append(P.gradient_penalty(draw(st.sampled_from([0.1, 1.0, 10.0])), every=draw(st.sampled_from([1, 2]))))
     if draw(st.booleans()):
