@@ -18,6 +18,9 @@ pass installed for the inductor backend (other backends get no options).
 
 from __future__ import annotations
 
+import functools
+import itertools
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -105,7 +108,28 @@ def compile(
         kw["mode"] = mode
     elif backend == "inductor" and "options" not in kw:
         kw["options"] = inductor_options(kernel_threads)
-    return torch.compile(fn, **kw)
+    return torch.compile(_own_code(fn), **kw)
+
+
+_counter = itertools.count()
+
+
+def _own_code(fn: Callable) -> Callable:
+    """``fn`` behind a trampoline with a code object of its own.
+
+    Dynamo keeps its compiled graphs per code object, and every ``vmap(step)`` shares the code of
+    torch's vmap wrapper: two different steps (two systems, a lazy penalty's on- and off-steps, the
+    phases of a phased step) would count as recompiles of one function, and past dynamo's recompile
+    limit (8) run eagerly. A fresh code object per compiled function keeps their caches apart.
+    """
+
+    def trampoline(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    code = trampoline.__code__.replace(co_name=f"funcgan_compiled_{next(_counter)}")
+    fresh = types.FunctionType(code, trampoline.__globals__, code.co_name, trampoline.__defaults__,
+                               trampoline.__closure__)
+    return functools.wraps(fn)(fresh) if hasattr(fn, "__name__") else fresh
 
 
 def _graphs_compiled() -> int | None:

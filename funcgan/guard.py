@@ -31,7 +31,7 @@ from funcgan._checks import check_positive
 from funcgan.step import Data, Metrics, TrainState
 from funcgan.tree import tree_all_finite, tree_leaves, tree_where
 
-__all__ = ["Guard", "REASONS", "guarded", "reason_name"]
+__all__ = ["Guard", "REASONS", "guarded", "check", "reason_name"]
 
 #: reason code -> description
 REASONS = {
@@ -88,6 +88,41 @@ def _pinned(metrics: Metrics, saturation: tuple[float | None, float | None], fra
     return torch.stack(flags).any()
 
 
+def check(state: TrainState, new: TrainState, metrics: Metrics, guard: Guard,
+          saturation: tuple[float | None, float | None] = (None, None)) -> tuple[TrainState, Metrics]:
+    """The guard's verdict on one step ``state -> new``: ``new`` if healthy, else ``state`` with the step
+    and reason recorded; metrics as float64, NaN for a flagged run."""
+    health = state.health
+    alive = health["diverged_at"] < 0
+    reason = torch.zeros_like(health["reason"])
+    finite = tree_all_finite((new.gen, new.disc, new.gen_ema, new.extra)) & tree_all_finite(metrics)
+    reason = torch.where(~finite, torch.ones_like(reason), reason)
+    if guard.max_param is not None:
+        big = torch.stack([p.abs().amax() for p in tree_leaves((new.gen.params, new.disc.params))]).amax()
+        reason = torch.where((reason == 0) & (big > guard.max_param), torch.full_like(reason, 2), reason)
+    if guard.max_output is not None and "gen/out_max" in metrics:
+        big = metrics["gen/out_max"].to(torch.float64)
+        reason = torch.where((reason == 0) & (big > guard.max_output), torch.full_like(reason, 3), reason)
+    pinned = health["pinned"]
+    if guard.pinned_window is not None:
+        at_clamp = _pinned(metrics, saturation, guard.pinned_fraction)
+        if at_clamp is not None:
+            pinned = torch.where(at_clamp, pinned + 1, torch.zeros_like(pinned))
+            reason = torch.where((reason == 0) & (pinned >= guard.pinned_window), torch.full_like(reason, 4), reason)
+    ok = alive & (reason == 0)
+    kept = tree_where(ok, new, state)
+    newly = alive & ~ok
+    kept = kept._replace(
+        health={
+            "diverged_at": torch.where(newly, state.step, health["diverged_at"]),
+            "reason": torch.where(newly, reason, health["reason"]),
+            "pinned": torch.where(ok, pinned, health["pinned"]),
+        }
+    )
+    nan = torch.tensor(float("nan"), dtype=torch.float64, device=state.step.device)
+    return kept, {k: torch.where(ok, v.to(torch.float64), nan) for k, v in metrics.items()}
+
+
 def guarded(
     step: Callable[[TrainState, Data], tuple[TrainState, Metrics]],
     guard: Guard,
@@ -103,37 +138,6 @@ def guarded(
 
     def run(state: TrainState, data: Data) -> tuple[TrainState, Metrics]:
         new, metrics = step(state, data)
-        health = state.health
-        alive = health["diverged_at"] < 0
-        reason = torch.zeros_like(health["reason"])
-        finite = tree_all_finite((new.gen, new.disc, new.gen_ema, new.extra)) & tree_all_finite(metrics)
-        reason = torch.where(~finite, torch.ones_like(reason), reason)
-        if guard.max_param is not None:
-            big = torch.stack([p.abs().amax() for p in tree_leaves((new.gen.params, new.disc.params))]).amax()
-            reason = torch.where((reason == 0) & (big > guard.max_param), torch.full_like(reason, 2), reason)
-        if guard.max_output is not None and "gen/out_max" in metrics:
-            big = metrics["gen/out_max"].to(torch.float64)
-            reason = torch.where((reason == 0) & (big > guard.max_output), torch.full_like(reason, 3), reason)
-        pinned = health["pinned"]
-        if guard.pinned_window is not None:
-            at_clamp = _pinned(metrics, saturation, guard.pinned_fraction)
-            if at_clamp is not None:
-                pinned = torch.where(at_clamp, pinned + 1, torch.zeros_like(pinned))
-                reason = torch.where(
-                    (reason == 0) & (pinned >= guard.pinned_window), torch.full_like(reason, 4), reason
-                )
-        ok = alive & (reason == 0)
-        kept = tree_where(ok, new, state)
-        newly = alive & ~ok
-        kept = kept._replace(
-            health={
-                "diverged_at": torch.where(newly, state.step, health["diverged_at"]),
-                "reason": torch.where(newly, reason, health["reason"]),
-                "pinned": torch.where(ok, pinned, health["pinned"]),
-            }
-        )
-        nan = torch.tensor(float("nan"), dtype=torch.float64, device=state.step.device)
-        metrics = {k: torch.where(ok, v.to(torch.float64), nan) for k, v in metrics.items()}
-        return kept, metrics
+        return check(state, new, metrics, guard, saturation)
 
     return run

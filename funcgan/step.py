@@ -60,6 +60,7 @@ __all__ = [
     "check_state",
     "player_dtype",
     "HEALTH_KEYS",
+    "finish_step",
 ]
 
 Metrics = dict[str, torch.Tensor]
@@ -471,13 +472,18 @@ def make_train_step(
     def step(state: TrainState, data: Data = ()) -> tuple[TrainState, Metrics]:
         inputs = loop.draw(gan, step_key(state), data, player_dtype(state))
         new, metrics = loop.update(gan, state, inputs, lazy)
-        if gan.ema is not None:
-            new = new._replace(
-                gen_ema=update_ema(state.gen_ema, new.gen.params, state.step, state.hparams["ema_decay"], gan.ema_start)
-            )
-        return new._replace(step=state.step + 1), metrics
+        return finish_step(gan, state, new), metrics
 
     return step
+
+
+def finish_step(gan: GAN, old: TrainState, new: TrainState) -> TrainState:
+    """What every step ends with: G's EMA (from the step's own count) and the step count + 1."""
+    if gan.ema is not None:
+        new = new._replace(
+            gen_ema=update_ema(old.gen_ema, new.gen.params, old.step, old.hparams["ema_decay"], gan.ema_start)
+        )
+    return new._replace(step=old.step + 1)
 
 
 def generate(

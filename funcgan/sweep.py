@@ -53,9 +53,10 @@ from funcgan.guard import Guard, guarded
 from funcgan.optim.base import InjectHyperparamsState
 from funcgan.optim.spec import OptimizerSpec
 from funcgan.step import GAN, Metrics, TrainState, check_state, init_state, make_train_step
-from funcgan.tree import tree_index, tree_map
+from funcgan.tree import tree_index, tree_leaves, tree_map
 
 __all__ = [
+    "PhasedStep",
     "grid",
     "sweepable",
     "check_points",
@@ -194,6 +195,7 @@ def make_sweep_step(
     kernel_threads: int | None = None,
     vectorize: bool = True,
     steps_per_call: int = 1,
+    phased: bool = True,
 ) -> Callable[[TrainState, tuple], tuple[TrainState, Metrics]]:
     """The guarded step vmapped over runs (axis 0 of the state), compiled once.
 
@@ -209,6 +211,8 @@ def make_sweep_step(
         vectorize: vmap over the runs of a stacked state (``False``: the guarded step of one run).
         steps_per_call: K steps inside one call (unrolled in the compiled graph: one graph, no
             per-step call overhead, a CUDA graph can replay all K).
+        phased: for a loop with phases (:class:`~funcgan.loops.Adaptive`) and one step per call,
+            drive them from the host (:class:`PhasedStep`): the G updates no run makes are skipped.
 
     Returns:
         ``step(states, data) -> (states, metrics)`` with metrics ``(S,)`` float64 (NaN for a run that
@@ -217,6 +221,8 @@ def make_sweep_step(
     if isinstance(steps_per_call, bool) or not isinstance(steps_per_call, int) or steps_per_call < 1:
         raise ValueError(f"sweep: steps_per_call must be an int >= 1, got {steps_per_call!r}")
     guard = guard or Guard()
+    if phased and steps_per_call == 1 and _is_phased(gan.loop):
+        return PhasedStep(gan, guard, lazy, compile, backend, mode, kernel_threads, vectorize)
     patterns = lazy if isinstance(lazy, list) else [lazy] * steps_per_call
     if len(patterns) != steps_per_call:
         raise ValueError(f"sweep: {len(patterns)} lazy patterns for {steps_per_call} steps per call")
@@ -243,6 +249,79 @@ def make_sweep_step(
     if compile:
         vstep = compile_step(vstep, backend=backend, mode=mode, kernel_threads=kernel_threads)
     return vstep
+
+
+def _is_phased(loop: Any) -> bool:
+    return all(hasattr(loop, m) for m in ("begin", "gen_phase", "finish", "active"))
+
+
+def _unaliased(carry: Any, state: TrainState) -> Any:
+    """``carry`` with copies of the tensors it shares with ``state`` (a compiled phase hands back an
+    unchanged input as its output; two arguments sharing a tensor on some calls and not on others
+    would make dynamo recompile)."""
+    seen = {id(x) for x in tree_leaves(state) if isinstance(x, torch.Tensor)}
+    return tree_map(lambda x: x.clone() if isinstance(x, torch.Tensor) and id(x) in seen else x, carry)
+
+
+class PhasedStep:
+    """A loop's step in phases, driven from the host: ``begin`` (the D phase), then G steps while any
+    run is active (one host sync each, so a G update no run makes is never computed), then ``finish``
+    (the countdown, EMA, step count and the guard). Each phase is vmapped and compiled on its own.
+
+    The same numbers as the masked step (:func:`funcgan.step.make_train_step`) for every run that is
+    active, and inactive runs keep their state exactly (``tree_where``); compiled, the phases are
+    separate graphs, so they may round differently from the one-graph masked step.
+    """
+
+    def __init__(self, gan: GAN, guard: Guard, lazy: Any, compile: bool, backend: str, mode: str | None,
+                 kernel_threads: int | None, vectorize: bool):
+        from funcgan.loops.adaptive import gen_inputs, pack
+        from funcgan.step import finish_step, player_dtype, step_key
+
+        from funcgan.guard import check
+
+        loop = self.loop = gan.loop
+        saturation = loop.objective.saturation
+
+        def begin(state, data):
+            inputs = loop.draw(gan, step_key(state), data, player_dtype(state))
+            return loop.begin(gan, state, inputs, lazy), pack(inputs)
+
+        def gen(state, inputs, carry, i):
+            return loop.gen_phase(gan, state, gen_inputs(inputs, i), carry, i, lazy)
+
+        def finish(state, carry):
+            new, metrics = loop.finish(gan, state, carry)
+            return check(state, finish_step(gan, state, new), metrics, guard, saturation)
+
+        active = loop.active
+        if vectorize:
+            begin = vmap(begin, in_dims=(0, None), randomness="error")
+            gen = vmap(gen, in_dims=(0, 0, 0, None), randomness="error")
+            finish = vmap(finish, randomness="error")
+            active = vmap(active)
+        if compile:
+            begin, gen, finish, active = (ChainCaller(compile_step(f, backend=backend, mode=mode,
+                                                                   kernel_threads=kernel_threads))
+                                          for f in (begin, gen, finish, active))
+        self.begin, self.gen, self.finish, self.active_fn = begin, gen, finish, active
+        self.indices = [torch.tensor(i) for i in range(loop.max_gen_steps)]
+        self.gen_calls = 0  # G phases run so far (a count for tests and benchmarks)
+
+    def restart(self) -> None:
+        """A new chain of states (see :class:`~funcgan.compile.ChainCaller`)."""
+        for f in (self.begin, self.gen, self.finish, self.active_fn):
+            if isinstance(f, ChainCaller):
+                f.restart()
+
+    def __call__(self, state: TrainState, data: tuple) -> tuple[TrainState, Metrics]:
+        carry, inputs = self.begin(state, data)
+        for i in range(self.loop.max_gen_steps):
+            if not bool(self.active_fn(carry).any()):  # the host decides: no run is active, none computes
+                break
+            carry = self.gen(state, inputs, carry, self.indices[i].to(state.step.device))
+            self.gen_calls += 1
+        return self.finish(state, _unaliased(carry, state))
 
 
 @dataclass
@@ -393,7 +472,7 @@ def run(
                 vectorize=compile,
                 steps_per_call=k,
             )
-            steps_cache[key] = ChainCaller(fn) if compile else fn
+            steps_cache[key] = ChainCaller(fn) if compile and not isinstance(fn, PhasedStep) else fn
         return steps_cache[key]
 
     cudagraphs = compile and mode is not None and "reduce-overhead" in mode
@@ -463,7 +542,7 @@ def run(
             pad = torch.cat([torch.arange(n, device=device), torch.zeros(C - n, dtype=torch.int64, device=device)])
             chunk = tree_map(lambda x, pad=pad: x[pad].clone(), chunk)
         for fn in steps_cache.values():
-            if isinstance(fn, ChainCaller):
+            if isinstance(fn, (ChainCaller, PhasedStep)):
                 fn.restart()  # a new chain of states (see ChainCaller)
         t_start = start[idx[0]]
         t = t_start

@@ -330,3 +330,31 @@ def test_steps_per_call_equals_single_steps():
     assert metrics["disc/loss"].shape == (3, 3)
     with pytest.raises(ValueError, match="steps_per_call must be an int >= 1"):
         sweep.make_sweep_step(system.gan, steps_per_call=0)
+
+
+def test_adaptive_schedule_computes_only_the_g_updates_that_happen():
+    """Seed 003's loop driven in phases: a G step runs only while some run is active, and every run
+    equals the masked one-graph step (eager: bitwise, dropout keys included)."""
+    system = systems.make_system("mnist", hidden=16, batch_size=8)
+    step = sweep.make_sweep_step(system.gan, compile=False, vectorize=False)
+    assert isinstance(step, sweep.PhasedStep)
+    state = init_state(system.gan, fr.key(0))
+    masked = make_train_step(system.gan)
+    ref = state
+    steps, made = 30, 0
+    for _ in range(steps):
+        state, m = step(state, system.data)
+        ref, mr = masked(ref, system.data)
+        made += int(m["gen/steps"])
+        assert float(m["gen/loss"]) == float(mr["gen/loss"])
+    assert _equal((state.gen, state.disc, state.extra), (ref.gen, ref.disc, ref.extra))
+    assert step.gen_calls == made < steps * system.gan.loop.max_gen_steps  # masks would run all 5 every step
+    # with dropout in G: the phases take the forward keys the masked step takes
+    drop = systems.System(system.gan.with_options(gen=nets.mlp(64, [16], 64, "relu", dropout=0.5)), system.data,
+                          "image")
+    pstep = sweep.make_sweep_step(drop.gan, compile=False, vectorize=False)
+    a = b = init_state(drop.gan, fr.key(1))
+    for _ in range(10):
+        a, _ = pstep(a, drop.data)
+        b, _ = make_train_step(drop.gan)(b, drop.data)
+    assert _equal((a.gen, a.disc), (b.gen, b.disc))

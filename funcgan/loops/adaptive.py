@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -12,9 +12,10 @@ from funcgan import random as fr
 from funcgan._checks import check_positive
 from funcgan.loops.base import Context, Loop, batch_at, draw_disc_inputs, draw_gen_inputs
 from funcgan.losses import Objective
+from funcgan.step import Batch
 from funcgan.tree import tree_where
 
-__all__ = ["Adaptive"]
+__all__ = ["Adaptive", "gen_inputs", "pack"]
 
 
 @dataclass(frozen=True)
@@ -72,10 +73,25 @@ class Adaptive(Loop):
             **self.draw_warmup(gan, k_warm, data, dtype),
         }
 
+    # The step in three phases, so that a driver can skip the G updates no run makes: ``update`` is
+    # begin, then every G step masked, then finish; funcgan.sweep drives the phases itself and stops
+    # the G loop on the host once no run is active (one sync per G step).
     def update(self, gan, state, inputs, lazy=None):
+        carry = self.begin(gan, state, inputs, lazy)
+        for i in range(self.max_gen_steps):
+            carry = self.gen_phase(gan, state, gen_inputs(inputs, i), carry, torch.tensor(i), lazy)
+        return self.finish(gan, state, carry)
+
+    def _keys_before_gen(self) -> int:
+        """Forward keys the D phase takes (the G steps' keys follow, 3 per G step)."""
+        per_d = 2 + len(self.loss_penalties)
+        return (self.n_disc - 1) * (1 + per_d) + 2 + 1 + per_d
+
+    def begin(self, gan, state, inputs, lazy=None) -> dict[str, Any]:
+        """The D phase: warm-up D updates, D on real data, D on G's samples; whether G trains."""
         ctx = Context(gan, self, state, inputs, lazy)
         gen, disc, _ = self.warmup(ctx, state.gen, state.disc, inputs)
-        d, g = inputs["disc"], inputs["gen"]
+        d = inputs["disc"]
         real, noise = batch_at(d["real"], 0), d["noise"][0]
         disc, loss_real, _ = ctx.update_disc(disc, real, real.x, noise, part="real", with_penalties=False)
         fake, gbuf = ctx.G(
@@ -84,32 +100,68 @@ class Adaptive(Loop):
         gen = gen._replace(buffers=gbuf)
         disc, loss_fake, metrics = ctx.update_disc(disc, real, fake, noise, part="fake")
         d_loss = loss_real + loss_fake
-        rest_k = state.extra["rest_k"]
         # thresholds compared in float64, as the imperative loop compares Python floats
-        train_g = (d_loss.to(torch.float64) < self.d_threshold) & (rest_k <= 0)
-        g_loss = torch.zeros((), dtype=d_loss.dtype, device=d_loss.device)
-        n_steps = torch.zeros((), dtype=torch.int64, device=d_loss.device)
-        for i in range(self.max_gen_steps):
-            active = train_g & (g_loss.to(torch.float64).abs() < self.g_threshold)
-            real_g = batch_at(g["real"], i) if "real" in g else None
-            new_gen, new_disc, l_i, m = ctx.update_gen(
-                gen, disc, None if g["z"] is None else g["z"][i], real_g, disc_train=not self.seed_modes
-            )
-            gen, disc = tree_where(active, (new_gen, new_disc), (gen, disc))
-            g_loss = torch.where(active, l_i, g_loss)
-            n_steps = n_steps + active.to(torch.int64)
-            metrics.update(m)
+        train_g = (d_loss.to(torch.float64) < self.d_threshold) & (state.extra["rest_k"] <= 0)
+        zero = torch.zeros_like(d_loss)  # per run under vmap (a broadcast constant would change strides later)
+        return {"gen": gen, "disc": disc, "train_g": train_g, "g_loss": zero, "n_steps": torch.zeros_like(
+            state.step), "metrics": {**metrics, "disc/loss": d_loss, "disc/loss_real": loss_real,
+                                     "disc/loss_fake": loss_fake, "gen/out_max": fake.detach().abs().amax()}}
+
+    def active(self, carry: dict[str, Any]) -> torch.Tensor:
+        """Whether a run makes the next G step: G trains and ``|l| < g_threshold`` so far."""
+        return carry["train_g"] & (carry["g_loss"].to(torch.float64).abs() < self.g_threshold)
+
+    def gen_phase(self, gan, state, inputs_i, carry, i, lazy=None) -> dict[str, Any]:
+        """G step ``i`` (a 0-d tensor), applied where :meth:`active`."""
+        ctx = Context(gan, self, state, {"net_key": inputs_i["net_key"]}, lazy,
+                      first_key=self._keys_before_gen() + 3 * i)
+        active = self.active(carry)
+        gen, disc = carry["gen"], carry["disc"]
+        new_gen, new_disc, g_loss, _ = ctx.update_gen(gen, disc, inputs_i["z"], inputs_i.get("real"),
+                                                      disc_train=not self.seed_modes)
+        gen, disc = tree_where(active, (new_gen, new_disc), (gen, disc))
+        return {**carry, "gen": gen, "disc": disc, "g_loss": torch.where(active, g_loss, carry["g_loss"]),
+                "n_steps": carry["n_steps"] + active.to(torch.int64)}
+
+    def finish(self, gan, state, carry) -> tuple[Any, dict[str, torch.Tensor]]:
+        """The countdown and the step's metrics."""
+        g_loss, n_steps, rest_k = carry["g_loss"], carry["n_steps"], state.extra["rest_k"]
         countdown = torch.floor(1.0 + g_loss.abs().to(torch.float64) * self.countdown_scale).to(torch.int64)
         rest_k = torch.where(n_steps > 0, countdown, rest_k - 1)
-        new = state._replace(gen=gen, disc=disc, extra={**state.extra, "rest_k": rest_k})
-        metrics.update(
-            {
-                "disc/loss": d_loss,
-                "disc/loss_real": loss_real,
-                "disc/loss_fake": loss_fake,
-                "gen/loss": g_loss,
-                "gen/steps": n_steps,
-                "disc/rest_k": rest_k,
-            }
-        )
-        return new, metrics
+        new = state._replace(gen=carry["gen"], disc=carry["disc"], extra={**state.extra, "rest_k": rest_k})
+        return new, {**carry["metrics"], "gen/loss": g_loss, "gen/steps": n_steps, "disc/rest_k": rest_k}
+
+
+def _take(x: torch.Tensor, i: Any) -> torch.Tensor:
+    """``x[i]``; for a tensor ``i`` by ``index_select`` (no data-dependent indexing under compile)."""
+    return x.index_select(0, i.reshape(1).to(torch.int64))[0] if isinstance(i, torch.Tensor) else x[i]
+
+
+def gen_inputs(inputs: dict[str, Any], i: Any) -> dict[str, Any]:
+    """The inputs of G step ``i``: its noise, its real batch (when drawn) and the step's forward key.
+
+    ``inputs`` is the step's drawn inputs, or their :func:`pack` (no ``None`` leaves, for ``vmap``)."""
+    if "gen" not in inputs:  # packed
+        out: dict[str, Any] = {"z": _take(inputs["z"], i) if "z" in inputs else None, "net_key": inputs["net_key"]}
+        if "real_x" in inputs:
+            cond = _take(inputs["real_cond"], i) if "real_cond" in inputs else None
+            out["real"] = Batch(_take(inputs["real_x"], i), cond)
+        return out
+    g = inputs["gen"]
+    out = {"z": None if g["z"] is None else _take(g["z"], i), "net_key": inputs["net_key"]}
+    if "real" in g:
+        out["real"] = Batch(_take(g["real"].x, i), None if g["real"].cond is None else _take(g["real"].cond, i))
+    return out
+
+
+def pack(inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """What the G steps need of the drawn inputs, without ``None`` leaves (``vmap`` returns tensors only)."""
+    g = inputs["gen"]
+    out = {"net_key": inputs["net_key"]}
+    if g["z"] is not None:
+        out["z"] = g["z"]
+    if "real" in g:
+        out["real_x"] = g["real"].x
+        if g["real"].cond is not None:
+            out["real_cond"] = g["real"].cond
+    return out

@@ -183,10 +183,11 @@ class Context:
     Python helper during tracing, holding no tensors beyond this step.
     """
 
-    def __init__(self, gan: GAN, loop: Loop, state: TrainState, inputs: dict[str, Any], lazy: dict[str, bool] | None):
+    def __init__(self, gan: GAN, loop: Loop, state: TrainState, inputs: dict[str, Any], lazy: dict[str, bool] | None,
+                 first_key: Any = 0):
         self.gan, self.loop, self.hp, self.step, self.lazy = gan, loop, state.hparams, state.step, lazy
         self._net_key = inputs["net_key"]
-        self._count = 0
+        self._count = first_key  # the index of the next forward's key (a tensor in a phase of a step)
         # keys feed dropout only: networks without in-module randomness need none (and compute none)
         self._keyed = bool(gan.gen_apply.stochastic or gan.disc_apply.stochastic)
 
@@ -203,7 +204,7 @@ class Context:
         """The key of the next network forward: ``fold_in(net_key, i)`` for the ``i``-th (``None``, and
         nothing computed, when neither network has in-module randomness)."""
         k = fr.fold_in(self._net_key, self._count) if self._keyed else None
-        self._count += 1
+        self._count = self._count + 1  # not +=: the counter may be a tensor, never mutated in place
         return k
 
     def G(self, params, buffers, z, cond, key: torch.Tensor | None = None, train: bool = True):
