@@ -1,0 +1,191 @@
+"""Known answers: the key functions against an independent pure-Python implementation of their
+algorithm, the properties that distinct keys, counts and fold data give distinct streams, optimizers
+with schedules and weight decay in lockstep with torch.optim, checkpoints that refuse a mismatched
+file, and the per-seed table against each run's own history."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from funcgan import checkpoint, optim, sweep, systems
+from funcgan import random as fr
+from funcgan.cli import results
+
+M = 0xFFFFFFFF
+
+
+def _mix(x: int) -> int:
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & M
+    x ^= x >> 15
+    x = (x * 0x5BD1E995) & M
+    return x ^ (x >> 16)
+
+
+def _block(k0: int, k1: int, c: int) -> tuple[int, int]:
+    w0 = _mix(_mix(_mix(c ^ k0) ^ k1) ^ 0x3C6EF372)
+    w1 = _mix(_mix(_mix(c ^ k1 ^ 0xB7E15162) ^ k0) ^ 0x3C6EF372)
+    return w0, w1
+
+
+def py_key(seed: int) -> tuple[int, int]:
+    lo, hi = seed & M, (seed >> 32) & M
+    k0 = _mix(_mix(lo ^ 0x6A09E667) ^ hi)
+    k1 = _mix(_mix(hi ^ 0xBB67AE85) ^ k0 ^ 0x243F6A88)
+    return k0, k1
+
+
+def py_split(k: tuple[int, int], n: int) -> list[tuple[int, int]]:
+    return [_block(k[0] ^ 0xBB67AE85, k[1], c) for c in range(n)]
+
+
+def py_fold_in(k: tuple[int, int], d: int) -> tuple[int, int]:
+    return _block(k[0] ^ 0x243F6A88, k[1], d & M)
+
+
+def py_bits(k: tuple[int, int], n: int) -> list[int]:
+    half = [_block(k[0], k[1], c) for c in range((n + 1) // 2)]
+    return ([w0 for w0, _ in half] + [w1 for _, w1 in half])[:n]
+
+
+seeds = st.integers(0, 2**63 - 1)
+
+
+@given(seed=seeds, n=st.integers(1, 5), d=st.integers(0, M), m=st.integers(1, 9))
+def test_key_functions_equal_an_independent_implementation(seed, n, d, m):
+    k = fr.key(seed)
+    assert tuple(k.tolist()) == py_key(seed)
+    assert [tuple(x) for x in fr.split(k, n).tolist()] == py_split(py_key(seed), n)
+    assert tuple(fr.fold_in(k, d).tolist()) == py_fold_in(py_key(seed), d)
+    assert tuple(fr.fold_in(k, torch.tensor(d)).tolist()) == py_fold_in(py_key(seed), d)
+    assert fr.bits(k, m).tolist() == py_bits(py_key(seed), m)
+    u = fr.uniform(k, m).tolist()  # float32: the top 24 bits of each word
+    assert u == [(w >> 8) * 2.0**-24 for w in py_bits(py_key(seed), m)]
+
+
+def test_known_vectors():
+    """Fixed values (a regression pin: any change to the generator changes every run's numbers)."""
+    assert fr.key(0).tolist() == [3163687055, 1350540980]
+    assert fr.split(fr.key(0), 3).tolist() == [[2405723718, 56633103], [67361806, 2265270675], [787735373, 367901952]]
+    assert fr.fold_in(fr.key(0), 5).tolist() == [2626513846, 2754762131]
+    assert fr.bits(fr.key(7), 4).tolist() == [2519698934, 378346818, 3534965484, 2835002367]
+    assert fr.randint(fr.key(7), 5, 0, 10).tolist() == [4, 8, 1, 4, 7]
+
+
+@given(a=st.integers(0, M), b=st.integers(0, M), c=st.integers(0, M), d=st.integers(0, M))
+def test_distinct_keys_give_distinct_streams(a, b, c, d):
+    """Keys that differ in one word only, fold data that differ, and counts that differ all give
+    different keys and streams (a fold that read one word twice would map some of them together)."""
+    base = torch.tensor([a, b])
+    for other in (torch.tensor([a, c]), torch.tensor([c, b])):
+        if not torch.equal(base, other):
+            assert not torch.equal(fr.fold_in(base, d), fr.fold_in(other, d))
+            assert not torch.equal(fr.split(base, 2), fr.split(other, 2))
+            assert not torch.equal(fr.bits(base, 4), fr.bits(other, 4))
+    if c != d:
+        assert not torch.equal(fr.fold_in(base, c), fr.fold_in(base, d))
+    parts = fr.split(base, 8)
+    assert len({tuple(x) for x in parts.tolist()}) == 8
+    w = fr.bits(base, 64)
+    assert len(set(w.tolist())) == 64
+
+
+def test_step_keys_differ_per_step_and_seed():
+    keys = {tuple(fr.fold_in(fr.split(fr.key(s), 3)[2], t).tolist()) for s in range(20) for t in range(50)}
+    assert len(keys) == 1000
+
+
+# ----------------------------------------------------------------------------- optimizers x schedules x decay
+
+SCHEDULES = [
+    (lambda: optim.schedules.exponential_decay(0.05, 0.9), lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.9)),
+    (lambda: optim.schedules.step_decay(0.05, 3, 0.5), lambda o: torch.optim.lr_scheduler.StepLR(o, 3, 0.5)),
+    (lambda: optim.schedules.cosine_decay(0.05, 7, 0.001),
+     lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, 7, 0.001)),
+    (lambda: optim.schedules.linear_warmup(0.05, 5, 0.2), lambda o: torch.optim.lr_scheduler.LinearLR(o, 0.2, 1.0, 5)),
+]
+OPTS = {
+    "adam": (lambda lr, wd: optim.adam(lr, (0.8, 0.99), weight_decay=wd),
+             lambda p, wd: torch.optim.Adam(p, 0.05, (0.8, 0.99), weight_decay=wd, foreach=False)),
+    "adamw": (lambda lr, wd: optim.adamw(lr, (0.8, 0.99), weight_decay=wd),
+              lambda p, wd: torch.optim.AdamW(p, 0.05, (0.8, 0.99), weight_decay=wd, foreach=False)),
+    "sgd": (lambda lr, wd: optim.sgd(lr, momentum=0.9, weight_decay=wd),
+            lambda p, wd: torch.optim.SGD(p, 0.05, momentum=0.9, weight_decay=wd, foreach=False)),
+    "rmsprop": (lambda lr, wd: optim.rmsprop(lr, weight_decay=wd, momentum=0.5),
+                lambda p, wd: torch.optim.RMSprop(p, 0.05, weight_decay=wd, momentum=0.5, foreach=False)),
+}
+
+
+@pytest.mark.parametrize("name", list(OPTS))
+@pytest.mark.parametrize("sched", range(len(SCHEDULES)))
+@pytest.mark.parametrize("wd", [0.0, 0.1])
+def test_every_optimizer_with_every_schedule_and_decay_matches_torch(name, sched, wd):
+    """Lockstep over 12 steps in float64: the schedule is evaluated at the count of previous updates,
+    exactly where torch's scheduler (stepped after each optimizer step) sets the rate."""
+    make_tx, make_opt = OPTS[name]
+    schedule, make_sched = SCHEDULES[sched]
+    g = torch.Generator().manual_seed(sched * 7 + int(wd * 10))
+    p = {"w": torch.randn(5, dtype=torch.float64, generator=g)}
+    tx = make_tx(schedule(), wd)
+    state, params = tx.init(p), p
+    tp = p["w"].clone().requires_grad_(True)
+    opt = make_opt([tp], wd)
+    torch_sched = make_sched(opt)
+    for _ in range(12):
+        grad = torch.randn(5, dtype=torch.float64, generator=g)
+        u, state = tx.update({"w": grad}, state, params)
+        params = optim.apply_updates(params, u)
+        tp.grad = grad.clone()
+        opt.step()
+        torch_sched.step()
+        torch.testing.assert_close(params["w"], tp.detach(), rtol=1e-12, atol=1e-13)
+
+
+def test_spec_with_a_schedule_builds_both_twins():
+    spec = optim.OptimizerSpec("adam", optim.schedules.exponential_decay(1e-3, 0.5))
+    assert spec.lr_at(0) == 1e-3 and spec.lr_at(2) == pytest.approx(2.5e-4) and "lr" not in spec.sweepable()
+    assert spec.make_torch([torch.zeros(1, requires_grad=True)]).param_groups[0]["lr"] == 1e-3
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def test_checkpoint_refuses_another_dtype_and_extra_tensors(tmp_path):
+    from funcgan.step import init_state
+
+    gan = systems.make_system("gaussian1d").gan
+    f32 = init_state(gan, fr.key(0))
+    checkpoint.save(tmp_path / "a.safetensors", f32)
+    with pytest.raises(checkpoint.CheckpointError, match="is torch.float32.*expects torch.float64"):
+        checkpoint.load(tmp_path / "a.safetensors", init_state(gan, fr.key(0), dtype=torch.float64))
+    ema = systems.make_system("gaussian1d", ema=0.9).gan
+    checkpoint.save(tmp_path / "b.safetensors", init_state(ema, fr.key(0)))
+    with pytest.raises(checkpoint.CheckpointError, match="unexpected \\['state/gen_ema"):
+        checkpoint.load(tmp_path / "b.safetensors", f32)
+    loaded = checkpoint.load(tmp_path / "a.safetensors", init_state(gan, fr.key(5)))
+    assert all(torch.equal(loaded.state.gen.params[k], f32.gen.params[k]) for k in f32.gen.params)
+
+
+# ----------------------------------------------------------------------------- the per-seed table
+
+
+def test_per_seed_table_columns_are_each_runs_own_history():
+    system = systems.make_system("gaussian1d", batch_size=16)
+    result = sweep.run(system, sweep.grid(range(4), gen_lr=[1e-3, 5e-3]), steps=40, compile=False, log_every=2)
+    rows = results.per_seed_rows(system, result, n_samples=300)
+    T = len(result.logged_steps)
+    tail = max(1, T // 10)
+    for i, row in enumerate(rows):
+        assert row["seed"] == result.points[i]["seed"] and row["gen_lr"] == result.points[i]["gen_lr"]
+        for col, key in (("disc_loss", "disc/loss"), ("gen_loss", "gen/loss")):
+            assert row[col] == float(result.history[key][-tail:, i].mean())
+        assert row["steps"] == 40 and row["diverged_at"] == ""
+    summary = results.summarize(rows, ["gen_lr"])
+    g = summary["groups"][0]
+    assert g["gen_lr"] == 1e-3 and g["seeds"] == 4
+    assert math.isclose(g["metrics"]["disc_loss"]["mean"], sum(r["disc_loss"] for r in rows[:4]) / 4, rel_tol=1e-12)
