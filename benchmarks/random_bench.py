@@ -43,10 +43,12 @@ def main(argv=None):
     draw = lambda k: fr.normal(k, (n,))
     vm = torch.func.vmap(draw, randomness="error")
     comp = torch.compile(vm, fullgraph=True)
-    rows = [("torch.randn (global RNG)", rate(lambda: torch.randn(S, n, device=dev), S * n, dev)),
-            ("funcgan eager, stacked keys", rate(lambda: fr.normal(keys, (n,)), S * n, dev)),
-            ("funcgan vmap(normal)", rate(lambda: vm(keys), S * n, dev)),
-            ("funcgan compile(vmap(normal))", rate(lambda: comp(keys), S * n, dev))]
+    rows = [
+        ("torch.randn (global RNG)", rate(lambda: torch.randn(S, n, device=dev), S * n, dev)),
+        ("funcgan eager, stacked keys", rate(lambda: fr.normal(keys, (n,)), S * n, dev)),
+        ("funcgan vmap(normal)", rate(lambda: vm(keys), S * n, dev)),
+        ("funcgan compile(vmap(normal))", rate(lambda: comp(keys), S * n, dev)),
+    ]
     base = rows[0][1]
     print(f"{S} keys x {n} normal samples, float32, {dev}, {torch.get_num_threads()} threads")
     for name, r in rows:

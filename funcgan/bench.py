@@ -148,7 +148,8 @@ def compiled_runner(
     step = sweep.make_sweep_step(
         gan, compile=True, mode=mode, kernel_threads=kernel_threads, steps_per_call=steps_per_call
     )
-    callers = [ChainCaller(step) for _ in range(n_chunks)]
+    # as sweep.run calls it: a phased step's phases evaluate their own guards (not one chain)
+    callers = [step if isinstance(step, sweep.PhasedStep) else ChainCaller(step) for _ in range(n_chunks)]
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     cudagraphs = mode is not None and "reduce-overhead" in mode

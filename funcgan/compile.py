@@ -97,17 +97,22 @@ def compile(
     Args:
         fn: the function (a step, vmapped or not).
         backend: a ``torch.compile`` backend; only ``"inductor"`` gets options.
-        mode: a ``torch.compile`` mode (``"reduce-overhead"``: CUDA graphs). With a
-            mode, inductor's options come from the mode alone (``torch.compile``
-            takes one or the other).
+        mode: a ``torch.compile`` mode (``"reduce-overhead"``: CUDA graphs). With
+            inductor, the mode's options are merged into funcgan's (``torch.compile``
+            takes a mode or options, not both), so a mode changes only what it names:
+            the kernels are those of plain compilation.
         kernel_threads: threads of inductor's CPU kernels (default: torch's).
         **kwargs: more ``torch.compile`` arguments (override the defaults).
     """
     kw: dict[str, Any] = {"fullgraph": True, "dynamic": False, "backend": backend, **kwargs}
-    if mode is not None:
-        kw["mode"] = mode
-    elif backend == "inductor" and "options" not in kw:
+    if backend == "inductor" and "options" not in kw:
         kw["options"] = inductor_options(kernel_threads)
+        if mode is not None:
+            from torch._inductor import list_mode_options
+
+            kw["options"].update(list_mode_options(mode))
+    elif mode is not None:
+        kw["mode"] = mode
     return torch.compile(_own_code(fn), **kw)
 
 
@@ -127,8 +132,9 @@ def _own_code(fn: Callable) -> Callable:
         return fn(*args, **kwargs)
 
     code = trampoline.__code__.replace(co_name=f"funcgan_compiled_{next(_counter)}")
-    fresh = types.FunctionType(code, trampoline.__globals__, code.co_name, trampoline.__defaults__,
-                               trampoline.__closure__)
+    fresh = types.FunctionType(
+        code, trampoline.__globals__, code.co_name, trampoline.__defaults__, trampoline.__closure__
+    )
     return functools.wraps(fn)(fresh) if hasattr(fn, "__name__") else fresh
 
 

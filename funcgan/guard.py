@@ -88,8 +88,13 @@ def _pinned(metrics: Metrics, saturation: tuple[float | None, float | None], fra
     return torch.stack(flags).any()
 
 
-def check(state: TrainState, new: TrainState, metrics: Metrics, guard: Guard,
-          saturation: tuple[float | None, float | None] = (None, None)) -> tuple[TrainState, Metrics]:
+def check(
+    state: TrainState,
+    new: TrainState,
+    metrics: Metrics,
+    guard: Guard,
+    saturation: tuple[float | None, float | None] = (None, None),
+) -> tuple[TrainState, Metrics]:
     """The guard's verdict on one step ``state -> new``: ``new`` if healthy, else ``state`` with the step
     and reason recorded; metrics as float64, NaN for a flagged run."""
     health = state.health

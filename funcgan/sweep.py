@@ -50,6 +50,7 @@ from funcgan import random as fr
 from funcgan.compile import ChainCaller
 from funcgan.compile import compile as compile_step
 from funcgan.guard import Guard, guarded
+from funcgan.memory import CPU_CHUNK, Plan, fit_chunk, free_bytes, measure
 from funcgan.optim.base import InjectHyperparamsState
 from funcgan.optim.spec import OptimizerSpec
 from funcgan.step import GAN, Metrics, TrainState, check_state, init_state, make_train_step
@@ -66,6 +67,7 @@ __all__ = [
     "SweepResult",
     "seed_state",
     "chunk_shape",
+    "plan_chunk",
     "logged_steps",
 ]
 
@@ -268,58 +270,75 @@ class PhasedStep:
     run is active (one host sync each, so a G update no run makes is never computed), then ``finish``
     (the countdown, EMA, step count and the guard). Each phase is vmapped and compiled on its own.
 
+    Compiled, ``begin`` also returns which runs are active and, speculatively, the step ``finish``
+    would make without a G update: a step in which no run trains G is one call. Eager, the phases
+    run one by one (a speculative finish would cost its kernels twice).
+
     The same numbers as the masked step (:func:`funcgan.step.make_train_step`) for every run that is
     active, and inactive runs keep their state exactly (``tree_where``); compiled, the phases are
     separate graphs, so they may round differently from the one-graph masked step.
     """
 
-    def __init__(self, gan: GAN, guard: Guard, lazy: Any, compile: bool, backend: str, mode: str | None,
-                 kernel_threads: int | None, vectorize: bool):
+    def __init__(
+        self,
+        gan: GAN,
+        guard: Guard,
+        lazy: Any,
+        compile: bool,
+        backend: str,
+        mode: str | None,
+        kernel_threads: int | None,
+        vectorize: bool,
+    ):
+        from funcgan.guard import check
         from funcgan.loops.adaptive import gen_inputs, pack
         from funcgan.step import finish_step, player_dtype, step_key
 
-        from funcgan.guard import check
-
         loop = self.loop = gan.loop
         saturation = loop.objective.saturation
+        self.fused = compile
 
-        def begin(state, data):
-            inputs = loop.draw(gan, step_key(state), data, player_dtype(state))
-            return loop.begin(gan, state, inputs, lazy), pack(inputs)
-
-        def gen(state, inputs, carry, i):
-            return loop.gen_phase(gan, state, gen_inputs(inputs, i), carry, i, lazy)
-
-        def finish(state, carry):
+        def finish_one(state, carry):
             new, metrics = loop.finish(gan, state, carry)
             return check(state, finish_step(gan, state, new), metrics, guard, saturation)
 
-        active = loop.active
+        def begin(state, data):
+            inputs = loop.draw(gan, step_key(state), data, player_dtype(state))
+            carry = loop.begin(gan, state, inputs, lazy)
+            if not compile:
+                return carry, pack(inputs), loop.active(carry)
+            return carry, pack(inputs), loop.active(carry), finish_one(state, carry)
+
+        def gen(state, inputs, carry, i):
+            carry = loop.gen_phase(gan, state, gen_inputs(inputs, i), carry, i, lazy)
+            return carry, loop.active(carry)
+
         if vectorize:
             begin = vmap(begin, in_dims=(0, None), randomness="error")
             gen = vmap(gen, in_dims=(0, 0, 0, None), randomness="error")
-            finish = vmap(finish, randomness="error")
-            active = vmap(active)
-        if compile:
-            begin, gen, finish, active = (ChainCaller(compile_step(f, backend=backend, mode=mode,
-                                                                   kernel_threads=kernel_threads))
-                                          for f in (begin, gen, finish, active))
-        self.begin, self.gen, self.finish, self.active_fn = begin, gen, finish, active
+            finish = vmap(finish_one, randomness="error")
+        else:
+            finish = finish_one
+        if compile:  # no ChainCaller: a phase's inputs come from different phases, not one chain,
+            # so skipping dynamo's guards would not be provably safe
+            begin, gen, finish = (
+                compile_step(f, backend=backend, mode=mode, kernel_threads=kernel_threads) for f in (begin, gen, finish)
+            )
+        self.begin, self.gen, self.finish = begin, gen, finish
         self.indices = [torch.tensor(i) for i in range(loop.max_gen_steps)]
         self.gen_calls = 0  # G phases run so far (a count for tests and benchmarks)
 
     def restart(self) -> None:
-        """A new chain of states (see :class:`~funcgan.compile.ChainCaller`)."""
-        for f in (self.begin, self.gen, self.finish, self.active_fn):
-            if isinstance(f, ChainCaller):
-                f.restart()
+        """A new chain of states: nothing to reset (the phases always evaluate their guards)."""
 
     def __call__(self, state: TrainState, data: tuple) -> tuple[TrainState, Metrics]:
-        carry, inputs = self.begin(state, data)
+        carry, inputs, active, *speculative = self.begin(state, data)
         for i in range(self.loop.max_gen_steps):
-            if not bool(self.active_fn(carry).any()):  # the host decides: no run is active, none computes
+            if not bool(active.any()):  # the host decides: no run is active, none computes
+                if i == 0 and speculative:
+                    return speculative[0]
                 break
-            carry = self.gen(state, inputs, carry, self.indices[i].to(state.step.device))
+            carry, active = self.gen(state, inputs, _unaliased(carry, state), self.indices[i].to(state.step.device))
             self.gen_calls += 1
         return self.finish(state, _unaliased(carry, state))
 
@@ -361,11 +380,39 @@ def seed_state(states: TrainState, index: int) -> TrainState:
     return tree_index(states, index)
 
 
-def chunk_shape(n_runs: int, chunk_size: int | None, compiled: bool) -> int:
-    """Runs per call: ``chunk_size`` (default ``min(S, 256)``) compiled; 1 (the plain step) eager."""
+def chunk_shape(n_runs: int, chunk_size: int | str | None, compiled: bool) -> int:
+    """Runs per call: ``chunk_size`` (default ``min(S, 256)``) compiled; 1 (the plain step) eager.
+    (``"auto"`` is resolved by :func:`run` with :func:`plan_chunk`.)"""
+    if chunk_size == "auto":
+        return min(n_runs, CPU_CHUNK) if compiled else 1
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"sweep: chunk_size must be an int >= 1, got {chunk_size!r}")
-    return min(n_runs, chunk_size or 256) if compiled else 1
+        raise ValueError(f"sweep: chunk_size must be an int >= 1 or 'auto', got {chunk_size!r}")
+    return min(n_runs, chunk_size or CPU_CHUNK) if compiled else 1
+
+
+def plan_chunk(
+    system,
+    n_runs: int,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    fraction: float = 0.8,
+    steps_per_call: int = 1,
+) -> Plan:
+    """The chunk for ``n_runs`` runs of ``system`` on ``device`` (see :mod:`funcgan.memory`): on CUDA
+    the eager guarded vmapped step is measured on chunks of 2 and 8 runs and the widest chunk
+    that fits in ``fraction`` of the free memory is chosen; elsewhere ``min(n_runs, 256)``.
+
+    Returns:
+        ``(chunk_size, why)``. Raises ``ValueError`` when not even one run fits.
+    """
+    if torch.device(device).type != "cuda":
+        chunk = min(n_runs, CPU_CHUNK)
+        return Plan(chunk, f"{chunk} run(s) per call (the CPU default, min(S, {CPU_CHUNK}))")
+    gan = system.gan
+    data = tuple(x.to(device=device, dtype=dtype) if x.is_floating_point() else x.to(device) for x in system.data)
+    step = make_sweep_step(gan, compile=False, steps_per_call=steps_per_call, phased=False)
+    costs = measure(step, lambda n: init_sweep(gan, grid(range(n)), dtype, device), data, (2, 8), device)
+    return fit_chunk(costs, free_bytes(device), n_runs, fraction)
 
 
 def logged_steps(steps: int, log_every: int) -> list[int]:
@@ -388,7 +435,7 @@ def run(
     system,
     points: Sequence[dict[str, Any]],
     steps: int,
-    chunk_size: int | None = None,
+    chunk_size: int | str | None = None,
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
     compile: bool = True,
@@ -410,7 +457,8 @@ def run(
         system: a :class:`~funcgan.systems.System` (its GAN and data).
         points: from :func:`grid` (dicts with ``seed`` and hyper-parameters).
         steps: the step every run trains to.
-        chunk_size: runs per call (default ``min(S, 256)``).
+        chunk_size: runs per call (default ``min(S, 256)``); ``"auto"``: the widest chunk that fits
+            in free device memory (:func:`plan_chunk`; on the CPU the default).
         device, dtype: where and in what precision.
         compile, backend, mode: see :func:`make_sweep_step`.
         log_every: keep metrics every this many steps (no device sync in between).
@@ -448,7 +496,11 @@ def run(
     if states is not None:
         if check_state(states, gan, stacked=True, who="sweep.run") != S:
             raise ValueError(f"sweep.run: the given states hold {states.step.shape[0]} runs, the points {S}")
-    C = chunk_shape(S, chunk_size, compile)
+    if chunk_size == "auto" and compile:
+        C, chunk_why = plan_chunk(system, S, device, dtype, steps_per_call=steps_per_call)
+    else:
+        C = chunk_shape(S, chunk_size, compile)
+        chunk_why = f"{C} run(s) per call" + ("" if compile else " (eager: each run alone)")
     if offload is None:
         offload = not str(device).startswith("cpu")
     keep_on = "cpu" if offload else device
@@ -527,6 +579,7 @@ def run(
             compile_seconds,
             C,
             compile,
+            {"chunk_plan": chunk_why},
         )
 
     t0 = time.perf_counter()

@@ -1,7 +1,6 @@
 """Shared hypothesis strategies for optimizer and key tests (noun-named, as in array-api-tests).
 
-Strategies for random GAN systems live in :mod:`funcgan._strategies` (public as
-``funcgan.testing.strategies``)."""
+Strategies for random GAN systems are public: :mod:`funcgan.testing.strategies`."""
 
 from __future__ import annotations
 

@@ -9,7 +9,8 @@ import torch
 
 from funcgan import random as fr
 from funcgan import sweep, systems
-from funcgan.compile import ChainCaller, TransposeThinBmm, compile as compile_step
+from funcgan.compile import ChainCaller, TransposeThinBmm
+from funcgan.compile import compile as compile_step
 from funcgan.step import init_state, make_train_step
 from funcgan.tree import tree_index, tree_leaves
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch._dynamo
 
 from funcgan import random as fr
 from funcgan import sweep, systems, testing
@@ -56,3 +57,32 @@ def test_reference_equivalence_on_cuda():
     report = testing.compare(system, seed=0, steps=10, dtype=torch.float64, state=init_state(
         system.gan, fr.key(0), dtype=torch.float64, device="cuda"))
     assert not report.exceeds(testing.DEFAULT_TOLERANCES[torch.float64])
+
+
+def test_auto_chunk_fits_in_free_memory_and_runs():
+    """The planner measures the step on the device: more bytes per run than the state holds, and a
+    sweep at the chunk it picks runs without running out of memory."""
+    from funcgan import memory
+
+    system = systems.make_system("mnist")
+    data = tuple(x.cuda() for x in system.data)
+    step = sweep.make_sweep_step(system.gan, compile=False, phased=False)
+    costs = memory.measure(step, lambda n: sweep.init_sweep(system.gan, sweep.grid(range(n)), device="cuda"), data)
+    state = sweep.init_sweep(system.gan, sweep.grid(range(1)), device="cuda")
+    state_bytes = sum(x.numel() * x.element_size() for x in tree_leaves(state))
+    assert (costs[8] - costs[2]) / 6 > state_bytes
+    plan = sweep.plan_chunk(system, 4096, "cuda")
+    assert 1 <= plan.chunk_size <= 4096
+    result = sweep.run(system, sweep.grid(range(plan.chunk_size)), steps=3, chunk_size="auto", device="cuda")
+    assert bool((result.state.step == 3).all()) and "MiB per run" in result.extras["chunk_plan"]
+
+
+def test_cuda_graph_replay_equals_the_plain_compiled_step():
+    system = systems.make_system("gaussian1d")
+    points = sweep.grid(range(64))
+    torch._dynamo.reset()
+    plain = sweep.run(system, points, steps=20, compile=True, device="cuda", steps_per_call=5)
+    torch._dynamo.reset()
+    graph = sweep.run(system, points, steps=20, compile=True, device="cuda", steps_per_call=5, mode="reduce-overhead")
+    for a, b in zip(tree_leaves((plain.state.gen, plain.state.disc)), tree_leaves((graph.state.gen, graph.state.disc))):
+        assert torch.equal(a, b)

@@ -26,7 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import funcgan
-from funcgan import loops, losses, nets, systems, testing
+from funcgan import loops, losses, systems, testing
 from funcgan import penalties as P
 from funcgan import random as fr
 from funcgan.step import init_state, make_train_step, step_key, update_player

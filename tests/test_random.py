@@ -12,7 +12,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from funcgan import random as fr
 from tests import strategies as S

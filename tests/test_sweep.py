@@ -8,8 +8,6 @@ step only for near-zero coordinates, which these runs do not have; measured ~1e-
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 import torch._dynamo
@@ -17,11 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from funcgan import guard as G
-from funcgan import losses, loops, nets, sweep, systems
+from funcgan import loops, losses, nets, sweep, systems
 from funcgan import penalties as P
 from funcgan import random as fr
-from funcgan.step import GAN, init_state, make_train_step
 from funcgan.optim import OptimizerSpec
+from funcgan.step import GAN, init_state, make_train_step
 from funcgan.tree import tree_index, tree_leaves
 
 
@@ -358,3 +356,71 @@ def test_adaptive_schedule_computes_only_the_g_updates_that_happen():
         a, _ = pstep(a, drop.data)
         b, _ = make_train_step(drop.gan)(b, drop.data)
     assert _equal((a.gen, a.disc), (b.gen, b.disc))
+
+
+def test_compiled_phased_sweep_equals_the_eager_sweep():
+    """The phased step compiled (each phase its own graph, guards always evaluated) over steps that make
+    different numbers of G updates: float64 within 1e-12 of the eager sweep (aot_eager traces the same
+    ops; only the vmapped kernels' reduction order differs)."""
+    system = systems.make_system("mnist", hidden=16, batch_size=8)
+    points = sweep.grid(range(3))
+    eager = sweep.run(system, points, steps=24, compile=False, log_every=1, dtype=torch.float64)
+    torch._dynamo.reset()
+    comp = sweep.run(system, points, steps=24, compile=True, backend="aot_eager", log_every=1, dtype=torch.float64)
+    made = eager.history["gen/steps"]
+    assert len(set(made.flatten().tolist())) > 1  # the schedule varies: the phases see varied inputs
+    assert _maxdiff((comp.state.gen, comp.state.disc), (eager.state.gen, eager.state.disc)) <= 1e-12
+    torch.testing.assert_close(comp.history["gen/steps"], made, rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------- CUDA graphs, chunk planning
+
+
+@pytest.mark.slow  # two cold inductor compiles (minutes on a 2-core machine); tests/test_cuda.py runs it on a GPU
+def test_cuda_graph_mode_takes_the_graph_replay_path_and_equals_plain_compile():
+    """mode="reduce-overhead" (CUDA graphs on a GPU; on the CPU inductor runs the same kernels without a
+    graph) goes through the engine's replay path (a step-begin mark before each call, the state copied
+    out of the graph's pool) and equals plain compiled calls bitwise, K steps per call included."""
+    system = systems.make_system("gaussian1d", hidden=8, batch_size=16)
+    points = sweep.grid(range(4))
+    torch._dynamo.reset()
+    plain = sweep.run(system, points, steps=6, compile=True, log_every=1, steps_per_call=3)
+    torch._dynamo.reset()
+    graph = sweep.run(system, points, steps=6, compile=True, log_every=1, steps_per_call=3, mode="reduce-overhead")
+    assert _equal((graph.state.gen, graph.state.disc), (plain.state.gen, plain.state.disc))
+    for k in plain.history:
+        torch.testing.assert_close(graph.history[k], plain.history[k], rtol=0, atol=0, equal_nan=True)
+
+
+def test_fit_chunk_is_the_widest_power_of_two_that_fits():
+    from funcgan.memory import fit_chunk
+
+    MiB = 2**20
+    costs = {2: 10 * MiB + 2 * 3 * MiB, 8: 10 * MiB + 8 * 3 * MiB}  # 10 MiB fixed + 3 MiB per run
+    plan = fit_chunk(costs, free=1000 * MiB, n_runs=10_000, fraction=0.8)
+    assert plan.chunk_size == 256  # (800 - 10) / 3 = 263 runs fit; 256 is the widest power of two
+    assert "3.00 MiB per run" in plan.why
+    assert fit_chunk(costs, free=1000 * MiB, n_runs=200).chunk_size == 200  # all fit: no padding
+    assert fit_chunk(costs, free=1000 * MiB, n_runs=300).chunk_size == 256
+    assert fit_chunk(costs, free=1000 * MiB, n_runs=300, fraction=0.5).chunk_size == 128  # 163 fit
+    assert fit_chunk(costs, free=400 * MiB, n_runs=300).chunk_size == 64  # (320 - 10) / 3 = 103 fit
+    with pytest.raises(ValueError, match="one run needs about 13.0 MiB"):
+        fit_chunk(costs, free=15 * MiB, n_runs=4)
+    with pytest.raises(ValueError, match="two chunk sizes"):
+        fit_chunk({2: MiB}, free=100 * MiB, n_runs=4)
+    with pytest.raises(ValueError, match="fraction"):
+        fit_chunk(costs, free=100 * MiB, n_runs=4, fraction=1.5)
+
+
+def test_auto_chunk_on_the_cpu_is_the_default_and_is_reported(gauss):
+    plan = sweep.plan_chunk(gauss, 1000, "cpu")
+    assert plan.chunk_size == 256 and "CPU default" in plan.why
+    assert sweep.plan_chunk(gauss, 5, "cpu").chunk_size == 5
+    result = sweep.run(gauss, sweep.grid(range(3)), steps=2, chunk_size="auto", compile=True, backend="aot_eager")
+    assert result.chunk_size == 3 and "CPU default" in result.extras["chunk_plan"]
+    with pytest.raises(ValueError, match="chunk_size must be an int >= 1 or 'auto'"):
+        sweep.run(gauss, sweep.grid(range(3)), steps=2, chunk_size="wide")
+    with pytest.raises(ValueError, match="CUDA memory only"):
+        from funcgan.memory import free_bytes
+
+        free_bytes("cpu")

@@ -47,7 +47,7 @@ class RunSpec:
     compile: bool = True
     backend: str = "inductor"
     mode: str | None = None
-    chunk_size: int | None = None
+    chunk_size: int | str | None = None
     log_every: int = 10
     checkpoint_every: int = 500
     guard: dict[str, Any] = field(default_factory=dict)

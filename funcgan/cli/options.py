@@ -220,7 +220,12 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-compile", action="store_const", const=True, default=None, help="run eagerly")
     g.add_argument("--backend", default=None, help="torch.compile backend (default inductor)")
     g.add_argument("--mode", default=None, help="torch.compile mode, e.g. reduce-overhead (CUDA graphs)")
-    g.add_argument("--chunk-size", default=None, help="runs per compiled call")
+    g.add_argument(
+        "--chunk-size",
+        default=None,
+        help="runs per compiled call, or 'auto': the widest that fits in free GPU memory "
+        "(default: auto on CUDA, min(S, 256) on the CPU)",
+    )
     g.add_argument("--steps-per-call", default=None, help="training steps inside one compiled call (default 1)")
     g.add_argument("--log-every", default=None, help="keep metrics every n steps (default 10)")
     g.add_argument("--checkpoint-every", default=None, help="write the checkpoint every n steps (default 500)")

@@ -64,7 +64,10 @@ def _common_spec(
     compiled, why = choose_compile(args, len(points) * steps, dev)
     log_every = O.parse_int("log-every", args.log_every) if args.log_every is not None else 10
     every = O.parse_int("checkpoint-every", args.checkpoint_every) if args.checkpoint_every is not None else 500
-    chunk = O.parse_int("chunk-size", args.chunk_size) if args.chunk_size is not None else None
+    if args.chunk_size == "auto" or (args.chunk_size is None and dev.startswith("cuda") and compiled):
+        chunk: int | str | None = "auto"  # the widest chunk that fits in free device memory
+    else:
+        chunk = O.parse_int("chunk-size", args.chunk_size) if args.chunk_size is not None else None
     if args.mode is not None and not compiled:
         raise CLIError("--mode needs a compiled run (--compile)")
     guard = O.guard_from(args)
@@ -309,9 +312,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     summary = R.summarize(rows, hypers)
     if result is not None:
         rate = sum(int(s) for s in result.state.step.tolist()) / max(result.seconds, 1e-9)
+        plan = result.extras.get("chunk_plan", f"{result.chunk_size} run(s) per call")
         print(
             f"trained in {result.seconds:.1f} s (first call {result.compile_seconds:.1f} s): {rate:,.0f} run-steps/s"
-            f"{' on rank 0' if world > 1 else ''}, {result.chunk_size} run(s) per call"
+            f"{' on rank 0' if world > 1 else ''}; {plan}"
         )
     print(f"runs: {summary['runs']}, flagged as diverged: {summary['diverged']}")
     for g in summary["groups"]:

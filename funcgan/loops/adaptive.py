@@ -103,9 +103,20 @@ class Adaptive(Loop):
         # thresholds compared in float64, as the imperative loop compares Python floats
         train_g = (d_loss.to(torch.float64) < self.d_threshold) & (state.extra["rest_k"] <= 0)
         zero = torch.zeros_like(d_loss)  # per run under vmap (a broadcast constant would change strides later)
-        return {"gen": gen, "disc": disc, "train_g": train_g, "g_loss": zero, "n_steps": torch.zeros_like(
-            state.step), "metrics": {**metrics, "disc/loss": d_loss, "disc/loss_real": loss_real,
-                                     "disc/loss_fake": loss_fake, "gen/out_max": fake.detach().abs().amax()}}
+        return {
+            "gen": gen,
+            "disc": disc,
+            "train_g": train_g,
+            "g_loss": zero,
+            "n_steps": torch.zeros_like(state.step),
+            "metrics": {
+                **metrics,
+                "disc/loss": d_loss,
+                "disc/loss_real": loss_real,
+                "disc/loss_fake": loss_fake,
+                "gen/out_max": fake.detach().abs().amax(),
+            },
+        }
 
     def active(self, carry: dict[str, Any]) -> torch.Tensor:
         """Whether a run makes the next G step: G trains and ``|l| < g_threshold`` so far."""
@@ -113,15 +124,22 @@ class Adaptive(Loop):
 
     def gen_phase(self, gan, state, inputs_i, carry, i, lazy=None) -> dict[str, Any]:
         """G step ``i`` (a 0-d tensor), applied where :meth:`active`."""
-        ctx = Context(gan, self, state, {"net_key": inputs_i["net_key"]}, lazy,
-                      first_key=self._keys_before_gen() + 3 * i)
+        ctx = Context(
+            gan, self, state, {"net_key": inputs_i["net_key"]}, lazy, first_key=self._keys_before_gen() + 3 * i
+        )
         active = self.active(carry)
         gen, disc = carry["gen"], carry["disc"]
-        new_gen, new_disc, g_loss, _ = ctx.update_gen(gen, disc, inputs_i["z"], inputs_i.get("real"),
-                                                      disc_train=not self.seed_modes)
+        new_gen, new_disc, g_loss, _ = ctx.update_gen(
+            gen, disc, inputs_i["z"], inputs_i.get("real"), disc_train=not self.seed_modes
+        )
         gen, disc = tree_where(active, (new_gen, new_disc), (gen, disc))
-        return {**carry, "gen": gen, "disc": disc, "g_loss": torch.where(active, g_loss, carry["g_loss"]),
-                "n_steps": carry["n_steps"] + active.to(torch.int64)}
+        return {
+            **carry,
+            "gen": gen,
+            "disc": disc,
+            "g_loss": torch.where(active, g_loss, carry["g_loss"]),
+            "n_steps": carry["n_steps"] + active.to(torch.int64),
+        }
 
     def finish(self, gan, state, carry) -> tuple[Any, dict[str, torch.Tensor]]:
         """The countdown and the step's metrics."""

@@ -183,8 +183,15 @@ class Context:
     Python helper during tracing, holding no tensors beyond this step.
     """
 
-    def __init__(self, gan: GAN, loop: Loop, state: TrainState, inputs: dict[str, Any], lazy: dict[str, bool] | None,
-                 first_key: Any = 0):
+    def __init__(
+        self,
+        gan: GAN,
+        loop: Loop,
+        state: TrainState,
+        inputs: dict[str, Any],
+        lazy: dict[str, bool] | None,
+        first_key: Any = 0,
+    ):
         self.gan, self.loop, self.hp, self.step, self.lazy = gan, loop, state.hparams, state.step, lazy
         self._net_key = inputs["net_key"]
         self._count = first_key  # the index of the next forward's key (a tensor in a phase of a step)
