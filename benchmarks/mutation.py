@@ -52,6 +52,8 @@ TARGETS: dict[str, list[str]] = {
     "nets/parametrize": ["tests/test_nets.py"],
     "nets/stochastic": ["tests/test_nets.py"],
     "guard": ["tests/test_sweep.py"],
+    "sweep": ["tests/test_sweep.py", "tests/test_known_answers.py"],
+    "metrics": ["tests/test_systems.py", "tests/test_dynamics.py", "tests/test_known_answers.py"],
     "checkpoint": ["tests/test_cli.py", "tests/test_known_answers.py"],
 }
 

@@ -80,3 +80,43 @@ def test_two_process_sweep_equals_one_process(tmp_path):
     two, stdout = _by_hand(tmp_path)
     assert "(2 processes)" in stdout
     _assert_same(one, two)
+
+
+# rank 1 kills itself (SIGKILL) on the job's first attempt, instead of writing its third checkpoint
+_DIES_ONCE = """
+import os, signal, sys
+from funcgan import checkpoint
+from funcgan.cli import main
+if os.environ["RANK"] == "1" and os.environ["TORCHELASTIC_RESTART_COUNT"] == "0":
+    real, saves = checkpoint.save, []
+    def save(*args, **kwargs):
+        saves.append(1)
+        if len(saves) == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)
+    checkpoint.save = save
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="torchrun on POSIX")
+def test_a_killed_rank_is_restarted_by_torchrun_and_resumes_from_its_own_checkpoint(tmp_path):
+    """torchrun --max-restarts 1: rank 1 dies mid-sweep (SIGKILL), the elastic agent restarts the
+    job, every rank continues from its own last checkpoint, and the gathered table is the one an
+    uninterrupted single process writes."""
+    args = ["sweep", "--seeds", "0:4", "--steps", "40", "--checkpoint-every", "10", "--no-compile", "--no-progress",
+            "--samples", "500", "--chunk-size", "1"]
+    one = tmp_path / "one"
+    proc = subprocess.run([sys.executable, "-m", "funcgan", *args, "--out", str(one)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    script = tmp_path / "dies_once.py"
+    script.write_text(_DIES_ONCE)
+    out = tmp_path / "elastic"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--max-restarts",
+                           "1", "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), str(script),
+                           *args, "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, env={**_env(), "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "rank 1 restarted; resuming from" in proc.stdout  # the kill happened and rank 1 resumed
+    assert _table(out) == _table(one)

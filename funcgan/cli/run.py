@@ -18,7 +18,7 @@ import torch
 from funcgan import sweep
 from funcgan.cli import options as O
 from funcgan.cli import results as R
-from funcgan.cli.driver import RunSpec, check_resume_options, drive, dump_json, load_resume, prepare_out
+from funcgan.cli.driver import CHECKPOINT, RunSpec, check_resume_options, drive, dump_json, load_resume, prepare_out
 from funcgan.cli.options import CLIError
 
 __all__ = ["add_parsers", "cmd_train", "cmd_sweep", "choose_compile"]
@@ -259,6 +259,15 @@ def _figures(out: Path, system, result: sweep.SweepResult) -> list[str | None]:
     return written
 
 
+def _restarted_checkpoint(args: argparse.Namespace, rank: int, world: int) -> Path | None:
+    """This rank's own checkpoint when an elastic launcher (torchrun ``--max-restarts``) restarted
+    the job after a worker died, so every rank continues from its last checkpoint; else ``None``."""
+    if args.resume or args.out is None or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) == 0:
+        return None
+    own = Path(args.out) if world == 1 else Path(args.out) / f"rank{rank}"
+    return own if (own / CHECKPOINT).exists() else None
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from funcgan.cli import shard
 
@@ -269,10 +278,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if world > 1 and (args.device or "cpu").startswith("cuda"):
         args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
         torch.cuda.set_device(args.device)
-    if args.resume:
-        resume = args.resume if world == 1 else str(Path(args.resume) / f"rank{rank}")
-        args.resume = resume
-        spec, file, out = _resume(args, "sweep")
+    restarted = _restarted_checkpoint(args, rank, world)
+    if args.resume or restarted is not None:
+        if restarted is not None:  # the launcher reran this very command: its checkpoint holds the settings
+            spec, file, out = load_resume(str(restarted))
+            spec.why = ("compiled" if spec.compile else "eager") + ", restarted by the launcher"
+            print(f"funcgan sweep: rank {rank} restarted; resuming from {restarted}", flush=True)
+        else:
+            args.resume = args.resume if world == 1 else str(Path(args.resume) / f"rank{rank}")
+            spec, file, out = _resume(args, "sweep")
         system = O.build_system(spec.config)
         resume_file: Path | None = file
         all_points = spec.meta().get("all_points") or spec.points
