@@ -15,24 +15,33 @@ import sys
 from pathlib import Path
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+RATE = "rate"  # seed-steps per second: three significant figures below 100, whole numbers above
 COLUMNS = [  # (key in a row, header, format)
     ("S", "S", "{:,}"),
-    ("imperative", "imperative", "{:,.0f}"),
-    ("eager", "eager", "{:,.0f}"),
-    ("compiled", "compiled", "{:,.0f}"),
-    ("jax", "JAX", "{:,.0f}"),
+    ("imperative", "imperative", RATE),
+    ("eager", "eager", RATE),
+    ("compiled", "compiled", RATE),
+    ("jax", "JAX", RATE),
     ("compiled_over_imperative", "compiled / imperative", "{:.2f}x"),
     ("compiled_over_jax", "compiled / JAX", "{:.2f}x"),
     ("compile_s", "first call (s)", "{:.1f}"),
 ]
 
 
+def _cell(value: float, fmt: str) -> str:
+    if fmt == RATE:
+        return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+    return fmt.format(value)
+
+
 def table(path: Path) -> str:
     """One markdown table per problem of one results file (figures: seed-steps per second)."""
     data = json.loads(path.read_text())
+    conv = [p for p in data["problems"] if p in ("dcgan", "sngan", "cgan")]
+    widths = f"; {', '.join(conv)} at width 16 (bench.SMALL)" if conv else ""
     head = (
         f"**{path.name}** ({data.get('device', '?')}, torch {data.get('torch', '?')}, {data.get('threads', '?')} "
-        f"threads, {data.get('steps_per_call', 1)} step(s) per call); seed-steps per second:"
+        f"threads, {data.get('steps_per_call', 1)} step(s) per call{widths}); seed-steps per second:"
     )
     out = [head]
     for problem, rows in data["problems"].items():
@@ -42,7 +51,7 @@ def table(path: Path) -> str:
         out += ["", f"{problem}:", "", "| " + " | ".join(h for _, h, _ in cols) + " |"]
         out.append("|" + "---|" * len(cols))
         for r in rows:
-            cells = [fmt.format(r[k]) if r.get(k) is not None else "-" for k, _, fmt in cols]
+            cells = [_cell(r[k], fmt) if r.get(k) is not None else "-" for k, _, fmt in cols]
             out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 

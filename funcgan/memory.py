@@ -1,7 +1,7 @@
 """How many runs one call can hold: the chunk size chosen from free device memory.
 
 A sweep's chunk (runs per compiled call) trades speed for memory: on a GPU a wider chunk
-fills the device, and a chunk too wide runs out of memory. :func:`plan_chunk` measures
+fills the device, and a chunk too wide runs out of memory. :func:`funcgan.sweep.plan_chunk` measures
 what runs cost and picks the widest chunk that fits:
 
 1. :func:`measure` runs a step on two small probe chunks and records the device's peak

@@ -189,3 +189,63 @@ def test_per_seed_table_columns_are_each_runs_own_history():
     g = summary["groups"][0]
     assert g["gen_lr"] == 1e-3 and g["seeds"] == 4
     assert math.isclose(g["metrics"]["disc_loss"]["mean"], sum(r["disc_loss"] for r in rows[:4]) / 4, rel_tol=1e-12)
+
+
+# ----------------------------------------------------------------------------- defaults and boundaries
+# (survivors of benchmarks/mutation.py: each pins a default or a boundary no other test reaches)
+
+
+def test_penalty_defaults_are_the_papers():
+    from funcgan import penalties as P
+
+    for pen, weight in ((P.r1(), 10.0), (P.r2(), 10.0), (P.gradient_penalty(), 10.0)):
+        assert (pen.weight, pen.every) == (weight, 1), pen.name
+
+
+def test_uniform_scales_into_any_interval():
+    """The [0, 1) fast path must not swallow an interval that shares one end with it."""
+    k = fr.key(3)
+    u = fr.uniform(k, (64,), torch.float64)
+    for lo, hi in ((0.0, 5.0), (-1.0, 1.0), (2.0, 3.0), (0.5, 1.0)):
+        torch.testing.assert_close(fr.uniform(k, (64,), torch.float64, lo, hi), u * (hi - lo) + lo, rtol=0, atol=1e-15)
+
+
+def test_rms_scaling_default_eps_is_torchs():
+    """One RMSprop step on a gradient small enough for eps to matter: u = g / (sqrt(0.01 g^2) + 1e-8)."""
+    g = {"w": torch.tensor([1e-8, 1e-6], dtype=torch.float64)}
+    tx = optim.scale_by_rms()
+    u, _ = tx.update(g, tx.init(g), None)
+    expect = g["w"] / (torch.sqrt(0.01 * g["w"] ** 2) + 1e-8)
+    torch.testing.assert_close(u["w"], expect, rtol=1e-12, atol=0)
+
+
+def test_schedule_defaults_and_boundaries():
+    t = torch.tensor(10, dtype=torch.int64)
+    assert float(optim.schedules.cosine_decay(0.1, 10)(t)) == pytest.approx(0.0, abs=1e-15)  # eta_min = 0
+    assert float(optim.schedules.linear_warmup(0.1, 4)(torch.tensor(0))) == 0.0  # start_factor = 0
+    # closed upper ends: gamma = 1 (no decay) and start_factor = 1 (no warm-up) are allowed
+    assert float(optim.schedules.exponential_decay(0.1, 1.0)(t)) == pytest.approx(0.1)
+    assert float(optim.schedules.step_decay(0.1, 3, 1.0)(t)) == pytest.approx(0.1)
+    assert float(optim.schedules.linear_warmup(0.1, 4, 1.0)(torch.tensor(0))) == pytest.approx(0.1)
+    for bad in (lambda: optim.schedules.linear_warmup(0.1, 4, 1.2), lambda: optim.schedules.exponential_decay(0.1, 1.2),
+                lambda: optim.schedules.step_decay(0.1, 3, 1.5)):
+        with pytest.raises(ValueError):
+            bad()
+
+
+def test_default_alternating_loop_makes_one_update_of_each_player_per_step():
+    """Seed 000's loop (Goodfellow et al.'s Algorithm 1 with k = 1): after 3 steps each optimizer
+    has counted 3 updates."""
+    import funcgan
+    from funcgan import loops
+    from funcgan.tree import tree_leaves
+
+    assert (loops.Alternating().n_disc, loops.Alternating().n_gen) == (1, 1)
+    system = systems.make_system("gaussian1d")
+    step = funcgan.make_train_step(system)
+    state = funcgan.init_state(system.gan, fr.key(0))
+    for _ in range(3):
+        state, _ = step(state, system.data)
+    for player in (state.gen, state.disc):
+        counts = [int(x) for x in tree_leaves(player.opt_state) if x.dtype == torch.int64]
+        assert counts and set(counts) == {3}

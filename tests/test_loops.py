@@ -355,3 +355,22 @@ def test_probability_objective_on_logits_and_logit_objective_on_sigmoid_are_reje
     with pytest.raises(ValueError, match="works on probabilities"):
         g = systems.make_system("ring8").gan
         systems.System(g.with_options(loop=loops.Alternating(objective=losses.bce_probs())), (), "mixture")
+
+
+@pytest.mark.parametrize("name", LOOPS)
+def test_every_loops_proof_catches_another_seeds_randomness(name):
+    """The bug 'wrong key per seed': an imperative loop that draws its batches and noise from another
+    run's key. Every loop's equivalence proof must report it (and pass with the right key)."""
+    system = (systems.make_system("pix2pix", batch_size=4) if name == "pix2pix"
+              else systems.make_system("ring8", hidden=8, batch_size=8, scheme=loops.LOOPS[name]))
+    gan = system.gan
+    data = tuple(x.to(torch.float64) if x.is_floating_point() else x for x in system.data)
+    right = ref.reference_step_for(gan)
+    other = fr.key(987_654_321)
+
+    def another_seeds_inputs(run, inputs):
+        return right(run, gan.loop.draw(gan, other, data, torch.float64))
+
+    with pytest.raises(AssertionError, match="differ"):
+        testing.assert_equivalent(system, steps=2, dtype=torch.float64, imperative_step=another_seeds_inputs)
+    testing.assert_equivalent(system, steps=2, dtype=torch.float64)
