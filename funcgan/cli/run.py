@@ -23,9 +23,12 @@ from funcgan.cli.options import CLIError
 
 __all__ = ["add_parsers", "cmd_train", "cmd_sweep", "choose_compile"]
 
-#: below this many run-steps a CPU run is eager by default: inductor's cold compile of a GAN step
-#: takes a minute or more on 2 cores, which a short run never earns back
-COMPILE_PAYOFF_RUN_STEPS = 200_000
+#: below this many run-steps a CPU run is eager by default. The break-even of the 1-D GAN on 2 cores
+#: (benchmarks/time_to_result.py): eager runs ~250 run-steps/s (sweeps run run by run), inductor's
+#: cold compile takes ~60-90 s and the compiled sweep then runs ~30,000 run-steps/s, so compiling
+#: pays from ~20,000 run-steps (a 64-seed sweep of 1,000 steps: 64,000); a larger network's eager step
+#: grows faster than its compile time, so the same count is on the safe side for it.
+COMPILE_PAYOFF_RUN_STEPS = 20_000
 
 
 def add_parsers(sub: Any) -> None:
