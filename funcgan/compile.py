@@ -28,13 +28,20 @@ import torch
 
 __all__ = ["compile", "inductor_options", "TransposeThinBmm", "ChainCaller"]
 
-try:  # torch >= 2.5
-    from torch._inductor.custom_graph_pass import CustomGraphPass as _PassBase
-except ImportError:  # pragma: no cover - older torch: a plain callable (no FX-graph caching)
-    _PassBase = object  # type: ignore[misc,assignment]
+
+@functools.cache
+def _register_pass() -> None:
+    """Make :class:`TransposeThinBmm` an inductor ``CustomGraphPass`` (a virtual subclass of the ABC,
+    so FX-graph caching keys on its ``uuid``). Done when a compile first asks for the options, not at
+    import: importing inductor costs ~1 s, which an eager run never needs."""
+    try:  # torch >= 2.5
+        from torch._inductor.custom_graph_pass import CustomGraphPass
+    except ImportError:  # pragma: no cover - older torch: a plain callable (no FX-graph caching)
+        return
+    CustomGraphPass.register(TransposeThinBmm)
 
 
-class TransposeThinBmm(_PassBase):
+class TransposeThinBmm:
     """Inductor post-grad pass: on the CPU, ``bmm(A, B)`` with a thin output ``(S, M, N)``,
     ``N < M`` and ``N <= max_n``, becomes ``bmm(B^T, A^T)^T`` (CUDA graphs are left as they are).
 
@@ -83,6 +90,7 @@ def inductor_options(kernel_threads: int | None = None) -> dict[str, Any]:
     number of threads of inductor's C++ kernels (1 pays for a single run's tiny kernels,
     whose OpenMP barriers cost more than they share; the process's torch threads are untouched).
     """
+    _register_pass()
     opts: dict[str, Any] = {"post_grad_custom_post_pass": TransposeThinBmm()}
     if kernel_threads is not None:
         opts["cpp.threads"] = int(kernel_threads)
