@@ -38,7 +38,6 @@ import torch
 
 from funcgan import random as fr
 from funcgan import sweep, systems
-from funcgan.compile import ChainCaller
 from funcgan.step import init_state, make_train_step, step_key
 from funcgan.testing.reference import ReferenceRun, reference_step_for
 from funcgan.tree import tree_leaves, tree_map
@@ -148,8 +147,7 @@ def compiled_runner(
     step = sweep.make_sweep_step(
         gan, compile=True, mode=mode, kernel_threads=kernel_threads, steps_per_call=steps_per_call
     )
-    # as sweep.run calls it: a phased step's phases evaluate their own guards (not one chain)
-    callers = [step if isinstance(step, sweep.PhasedStep) else ChainCaller(step) for _ in range(n_chunks)]
+    callers = [sweep.caller(step) for _ in range(n_chunks)]  # as sweep.run calls it
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     cudagraphs = mode is not None and "reduce-overhead" in mode
@@ -305,7 +303,7 @@ def profile_compiled(system, S: int, calls: int = 20) -> dict[str, float]:
 
     with ic.patch({"cpp.enable_kernel_profile": True}):
         st = sweep.init_sweep(system.gan, sweep.grid(range(S)))
-        fn = ChainCaller(sweep.make_sweep_step(system.gan, compile=True))
+        fn = sweep.caller(sweep.make_sweep_step(system.gan, compile=True))
         for _ in range(4):
             st, _ = fn(st, system.data)
         with profile(activities=[ProfilerActivity.CPU]) as prof:

@@ -68,6 +68,7 @@ __all__ = [
     "seed_state",
     "chunk_shape",
     "plan_chunk",
+    "caller",
     "logged_steps",
 ]
 
@@ -328,9 +329,6 @@ class PhasedStep:
         self.indices = [torch.tensor(i) for i in range(loop.max_gen_steps)]
         self.gen_calls = 0  # G phases run so far (a count for tests and benchmarks)
 
-    def restart(self) -> None:
-        """A new chain of states: nothing to reset (the phases always evaluate their guards)."""
-
     def __call__(self, state: TrainState, data: tuple) -> tuple[TrainState, Metrics]:
         carry, inputs, active, *speculative = self.begin(state, data)
         for i in range(self.loop.max_gen_steps):
@@ -372,6 +370,14 @@ class SweepResult:
     chunk_size: int
     compiled: bool = True
     extras: dict[str, Any] = field(default_factory=dict)
+
+
+def caller(step: Callable) -> Callable:
+    """A compiled sweep step as :func:`run` calls it along a chain of states: a one-graph step
+    behind a :class:`~funcgan.compile.ChainCaller` (guards skipped once the chain is known; call
+    ``restart()`` at a new chain), a :class:`PhasedStep` as it is (its phases' inputs come from
+    different phases, so their guards are always evaluated)."""
+    return step if isinstance(step, PhasedStep) else ChainCaller(step)
 
 
 def seed_state(states: TrainState, index: int) -> TrainState:
@@ -524,7 +530,7 @@ def run(
                 vectorize=compile,
                 steps_per_call=k,
             )
-            steps_cache[key] = ChainCaller(fn) if compile and not isinstance(fn, PhasedStep) else fn
+            steps_cache[key] = caller(fn) if compile else fn
         return steps_cache[key]
 
     cudagraphs = compile and mode is not None and "reduce-overhead" in mode
@@ -595,8 +601,8 @@ def run(
             pad = torch.cat([torch.arange(n, device=device), torch.zeros(C - n, dtype=torch.int64, device=device)])
             chunk = tree_map(lambda x, pad=pad: x[pad].clone(), chunk)
         for fn in steps_cache.values():
-            if isinstance(fn, (ChainCaller, PhasedStep)):
-                fn.restart()  # a new chain of states (see ChainCaller)
+            if isinstance(fn, ChainCaller):
+                fn.restart()  # a new chain of states
         t_start = start[idx[0]]
         t = t_start
         while t < steps:

@@ -65,17 +65,8 @@ __all__ = [
 
 LOOPS = tuple(L.LOOPS)
 FAMILIES = ("mlp", "conv_bn", "sn", "dropout", "conditional", "pix2pix")
-LOGIT_OBJECTIVES = (
-    "minimax",
-    "nonsaturating",
-    "lsgan",
-    "hinge",
-    "wasserstein",
-    "rsgan",
-    "rasgan",
-    "ralsgan",
-    "rahinge",
-)
+#: every built-in objective on logits (derived, so a new one is drawn by the proofs without a second list)
+LOGIT_OBJECTIVES = tuple(name for name, make in losses.OBJECTIVES.items() if make().output == "logits")
 #: objectives whose D loss ignores a constant shift of D's output: the output bias' gradient is pure round-off,
 #: which Adam amplifies to an lr-sized step (exact in float64, chaotic in float32)
 SHIFT_INVARIANT = ("wasserstein", "rsgan", "rasgan", "ralsgan", "rahinge")
