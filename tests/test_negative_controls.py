@@ -38,9 +38,8 @@ from typing import Any
 import pytest
 import torch
 
-from funcgan import loops, testing
+from funcgan import loops, systems, testing
 from funcgan import penalties as P
-from funcgan import systems
 from funcgan.testing import reference as ref
 
 ALTERNATING_FAMILY = ("alternating", "reuse_fake", "pix2pix", "adaptive")
