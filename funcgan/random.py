@@ -70,9 +70,10 @@ def _block(k0: torch.Tensor, k1: torch.Tensor, c: torch.Tensor) -> tuple[torch.T
     Each word mixes the counter with both key words through three avalanche
     rounds, along two separate paths, so the pair carries 64 bits.
     """
-    w0 = _mix(_mix(_mix(c ^ k0) ^ k1) ^ _C_OUT)
-    w1 = _mix(_mix(_mix(c ^ k1 ^ _C_WORD1) ^ k0) ^ _C_OUT)
-    return w0, w1
+    # both paths in one stacked tensor: the same ops, half the calls (what an eager step pays for)
+    x = torch.stack([c ^ k0, c ^ k1 ^ _C_WORD1])
+    x = _mix(_mix(_mix(x) ^ torch.stack([k1, k0])) ^ _C_OUT)
+    return x[0], x[1]
 
 
 def _words(k: Key) -> tuple[torch.Tensor, torch.Tensor]:

@@ -44,6 +44,21 @@ def _cast(x: Scalar, like: torch.Tensor) -> Scalar:
     return x.to(dtype=like.dtype) if isinstance(x, torch.Tensor) else x
 
 
+class _PerDtype:
+    """Hyper-parameters in each leaf's dtype, cast once per update and dtype rather than once per
+    leaf (in an eager step every cast is a kernel call; the values are the same)."""
+
+    def __init__(self, **values: Any):
+        self.values = values
+        self.cache: dict[tuple[str, torch.dtype], Any] = {}
+
+    def __call__(self, name: str, like: torch.Tensor) -> Any:
+        key = (name, like.dtype)
+        if key not in self.cache:
+            self.cache[key] = _cast(self.values[name], like)
+        return self.cache[key]
+
+
 def _f64(x: Scalar, device: torch.device) -> torch.Tensor:
     return x.to(torch.float64) if isinstance(x, torch.Tensor) else torch.tensor(x, dtype=torch.float64, device=device)
 
@@ -146,8 +161,9 @@ def scale_by_adam(
         if decay and params is None:
             raise ValueError(f"{fn}: decoupled_weight_decay needs params in update()")
 
-        mu = tree_map(lambda m, g: torch.lerp(m, g, _cast(1.0 - b1, g)), state.mu, grads)
-        nu = tree_map(lambda v, g: v * _cast(b2, g) + (_cast(1.0 - b2, g) * g) * g, state.nu, grads)
+        c = _PerDtype(one_b1=1.0 - b1, b2=b2, one_b2=1.0 - b2, eps=eps, bc2_sqrt=bc2_sqrt, step=-step_size)
+        mu = tree_map(lambda m, g: torch.lerp(m, g, c("one_b1", g)), state.mu, grads)
+        nu = tree_map(lambda v, g: v * c("b2", g) + (c("one_b2", g) * g) * g, state.nu, grads)
         if amsgrad:
             nu_max = tree_map(torch.maximum, state.nu_max, nu)
             denom_src = nu_max
@@ -156,8 +172,8 @@ def scale_by_adam(
             denom_src = nu
 
         def direction(m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            denom = _safe_sqrt(v) / bc2_sqrt.to(v.dtype) + _cast(eps, v)
-            return ((-step_size).to(m.dtype) * m) / denom
+            denom = _safe_sqrt(v) / c("bc2_sqrt", v) + c("eps", v)
+            return (c("step", m) * m) / denom
 
         updates = tree_map(direction, mu, denom_src)
         if decay:
