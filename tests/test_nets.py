@@ -303,3 +303,45 @@ def test_state_dict_export_loads_into_the_module():
     fresh.load_state_dict(nets.to_state_dict(module, params, buffers))
     for n, p in fresh.named_parameters():
         assert torch.equal(p, params[n])
+
+
+class _Tied(nn.Module):
+    """An autoencoder-style module whose decoder reuses the encoder's weight (one tensor, two names)."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Linear(4, 3, bias=False)
+        self.dec = nn.Linear(3, 4, bias=False)
+        self.dec.weight = self.enc.weight  # tied: dec computes x @ W (W is (3, 4))
+
+    def forward(self, x):
+        return nn.functional.linear(self.enc(x), self.dec.weight.t())
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_tied_weights_run_as_one_tensor_and_its_gradient_sums_both_uses(tied):
+    """``functional_call`` unties only modules that have ties (untying walks the module on every call);
+    a tied module still gets the one given tensor at both names, and the gradient with respect to it is
+    the sum over both uses, as autograd on the module computes it."""
+    torch.manual_seed(0)
+    module = _Tied().double()
+    if not tied:
+        module.dec.weight = nn.Parameter(module.enc.weight.detach().clone())
+    params, buffers = nets.init_params(module, fr.key(3), torch.float64)
+    assert sorted(params) == (["enc.weight"] if tied else ["dec.weight", "enc.weight"])
+    apply = nets.make_apply(module)
+    x = torch.randn(5, 4, dtype=torch.float64)
+    live = copy.deepcopy(module)
+    nets.load_into_module(live, params, buffers)
+    out, _ = apply(params, buffers, x)
+    torch.testing.assert_close(out, live(x), rtol=0, atol=0)
+    grads = torch.func.grad(lambda p: apply(p, buffers, x)[0].square().sum())(params)
+    live(x).square().sum().backward()
+    for name, p in live.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, rtol=1e-12, atol=1e-12)
+    fresh = _Tied().double()
+    if not tied:
+        fresh.dec.weight = nn.Parameter(fresh.dec.weight.detach().clone())
+    fresh.load_state_dict(nets.to_state_dict(fresh, params, buffers))  # the export loads back, ties kept
+    assert (fresh.dec.weight is fresh.enc.weight) == tied
+    torch.testing.assert_close(fresh(x), out, rtol=0, atol=0)

@@ -94,9 +94,31 @@ def make_skeleton(module: nn.Module, train: bool = True, who: str = "funcgan") -
             for i in range(len(mod)):
                 mod[i] = functional_parametrization(mod[i], f"{name}.{i}")
     stochastic.keyed(skel, who)
+    ties = _ties(skel)
     skel = skel.to("meta")
+    for first, others in ties:  # moving to meta makes a new tensor per name: tie them again
+        shared = skel.get_parameter(first)
+        for name in others:
+            owner, _, leaf = name.rpartition(".")
+            setattr(skel.get_submodule(owner), leaf, shared)
     skel.train(train)
     return skel
+
+
+def _ties(module: nn.Module) -> list[tuple[str, list[str]]]:
+    """Parameters registered under more than one name: ``(first name, the other names)``."""
+    names: dict[int, list[str]] = {}
+    for name, p in module.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), []).append(name)
+    return [(ns[0], ns[1:]) for ns in names.values() if len(ns) > 1]
+
+
+def _has_tied_tensors(module: nn.Module) -> bool:
+    """Whether one parameter or buffer is registered under two names (tied weights)."""
+    return any(
+        len(list(named(remove_duplicate=False))) != len(list(named()))
+        for named in (module.named_parameters, module.named_buffers)
+    )
 
 
 def make_apply(module: nn.Module, who: str = "funcgan") -> Apply:
@@ -118,6 +140,7 @@ def make_apply(module: nn.Module, who: str = "funcgan") -> Apply:
     eval_skel = make_skeleton(module, False, who)
     names = stochastic.stochastic_modules(train_skel)
     label = type(module).__name__
+    tied = _has_tied_tensors(train_skel)  # untying walks the module on every call: only when needed
 
     def apply(
         params: Params, buffers: Buffers, *inputs: Any, key: torch.Tensor | None = None, train: bool = True
@@ -133,7 +156,7 @@ def make_apply(module: nn.Module, who: str = "funcgan") -> Apply:
                     f"{label}: in-module randomness ({', '.join(names)}) needs a key in train mode (apply(..., key=k))"
                 )
             tensors.update(stochastic.forward_keys(key, names))
-        out = functional_call(train_skel if train else eval_skel, tensors, inputs)
+        out = functional_call(train_skel if train else eval_skel, tensors, inputs, tie_weights=tied)
         return out, buffers
 
     apply.skeleton = train_skel  # type: ignore[attr-defined]
@@ -230,10 +253,11 @@ def init_params(
     index = {n: i for i, n in enumerate(names)}
     params: Params = {}
     for mod_name, mod in skel.named_modules():
-        own = dict(mod.named_parameters(recurse=False))
+        full = _prefixer(mod_name)
+        # a tied parameter is drawn once, under its first name
+        own = {k: p for k, p in mod.named_parameters(recurse=False) if full(k) in index}
         if not own:
             continue
-        full = _prefixer(mod_name)
         original: Any = module.get_submodule(mod_name)
         if hasattr(original, "funcgan_init"):
             custom = original.funcgan_init(keys[index[full(next(iter(own)))]], dtype)
@@ -375,6 +399,9 @@ def to_state_dict(module: nn.Module, params: Params, buffers: Buffers) -> dict[s
     ``module.load_state_dict`` takes)."""
     keys = list(module.state_dict().keys())
     merged = {**params, **buffers}
+    for first, others in _ties(module):  # a tied tensor is kept once; the state dict names it at each use
+        if first in merged:
+            merged.update(dict.fromkeys(others, merged[first]))
     missing = [k for k in keys if k not in merged]
     if missing:
         raise ValueError(f"to_state_dict: no tensor for {missing[:5]}")
