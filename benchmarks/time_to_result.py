@@ -68,8 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=64)
     ap.add_argument("--cold", action="store_true", help="a fresh inductor cache for every funcgan process")
+    ap.add_argument("--jobs", default="one,many", help="which jobs: one (a single run), many (--runs runs)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    wanted = set(args.jobs.split(","))
     py, funcgan = sys.executable, [sys.executable, "-m", "funcgan"]
     jobs = {
         "one run": {
@@ -81,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             "funcgan": funcgan + ["sweep", "--seeds", f"0:{args.runs}", "--steps", str(args.steps)],
         },
     }
+    jobs = {name: job for name, job, tag in zip(list(jobs), jobs.values(), ("one", "many")) if tag in wanted}
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for job, competitors in jobs.items():

@@ -26,6 +26,7 @@ so their gradient is never computed.
 
 from __future__ import annotations
 
+import contextvars
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -40,6 +41,7 @@ from funcgan import random as fr
 from funcgan._checks import check_interval
 from funcgan.optim.base import GradientTransformation, apply_updates
 from funcgan.optim.spec import OptimizerSpec
+from funcgan.tree import tree_map
 
 __all__ = [
     "Batch",
@@ -301,8 +303,37 @@ def update_player(
         loss, buffers, aux = loss_fn(params, player.buffers)
         return loss, (buffers, () if aux is None else aux)
 
-    grads, (loss, (buffers, aux)) = grad_and_value(f, has_aux=True)(player.params)
+    grads, (loss, (buffers, aux)) = _grad_and_value(f, player.params)
     return apply_gradients(player._replace(buffers=buffers), grads, tx), loss, (None if aux == () else aux)
+
+
+_OUTERMOST = contextvars.ContextVar("funcgan_outermost_grad", default=True)
+
+
+def _grad_and_value(f: Callable[[nets.Params], tuple[torch.Tensor, Any]], params: nets.Params):
+    """``torch.func.grad_and_value(f, has_aux=True)(params)``, by plain autograd where that is the same.
+
+    Eager, with no functorch transform active and not inside another such call, the gradient is
+    ``torch.autograd.grad`` on detached copies of ``params``: the same backward graph, so the same
+    numbers (``tests/test_step.py`` proves it bitwise for every loop and network family), without
+    functorch's per-call wrapping or the ``torch._dynamo`` import its first call pays (1.5 s of a
+    short run's start). Under ``vmap``, an enclosing ``grad``, ``torch.compile``, or nested inside
+    an outer call of this function (whose gradient may flow through this one), it is
+    ``torch.func.grad_and_value``.
+    """
+    # is_compiling first: dynamo cannot trace ContextVar.get, and a compiled step never takes this path
+    if torch.compiler.is_compiling() or torch._C._functorch.maybe_current_level() is not None or not _OUTERMOST.get():
+        return grad_and_value(f, has_aux=True)(params)
+    leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+    token = _OUTERMOST.set(False)
+    try:
+        with torch.enable_grad():
+            loss, aux = f(leaves)
+            raw = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+    finally:
+        _OUTERMOST.reset(token)
+    grads = {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(params.items(), raw)}
+    return grads, (loss.detach(), tree_map(lambda x: x.detach() if isinstance(x, torch.Tensor) else x, aux))
 
 
 def apply_gradients(player: PlayerState, grads: nets.Params, tx: GradientTransformation) -> PlayerState:
