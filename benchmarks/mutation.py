@@ -41,7 +41,7 @@ TARGETS: dict[str, list[str]] = {
     "random": ["tests/test_random.py", "tests/test_known_answers.py"],
     "optim/transforms": ["tests/test_optim.py", "tests/test_known_answers.py"],
     "optim/schedules": ["tests/test_optim.py", "tests/test_known_answers.py"],
-    "step": ["tests/test_loops.py", "tests/test_negative_controls.py"],
+    "step": ["tests/test_loops.py", "tests/test_negative_controls.py", "tests/test_step.py"],
     "loops/base": ["tests/test_loops.py", "tests/test_negative_controls.py"],
     "loops/alternating": ["tests/test_loops.py", "tests/test_negative_controls.py", "tests/test_known_answers.py"],
     "loops/reuse": ["tests/test_loops.py", "tests/test_negative_controls.py"],
@@ -223,9 +223,11 @@ def mutant_source(site: Site) -> str:
     return ast.unparse(tree)
 
 
-def _pytest(tree_dir: str, tests: list[str], timeout: float) -> tuple[str, float]:
+def _pytest(tree_dir: str, tests: list[str], timeout: float, workers: int = 1) -> tuple[str, float]:
     env = dict(os.environ, HYPOTHESIS_PROFILE="ci", PYTHONPATH=tree_dir, PYTHONDONTWRITEBYTECODE="1")
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-m", "not slow", "-p", "no:cacheprovider", *tests]
+    if workers > 1:
+        cmd += ["-n", str(workers)]
     t0 = time.perf_counter()
     try:
         p = subprocess.run(cmd, cwd=tree_dir, env=env, capture_output=True, timeout=timeout)
@@ -258,6 +260,7 @@ def main(argv=None) -> int:
     ap.add_argument("--per-module", type=int, default=12, help="mutants sampled per module (0: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout-factor", type=float, default=3.0, help="a mutant's tests time out at this x baseline")
+    ap.add_argument("--workers", type=int, default=1, help="pytest-xdist workers per mutant's tests")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -283,7 +286,7 @@ def main(argv=None) -> int:
     try:
         for m, ss in plan.items():
             tests = TARGETS[m]
-            status, base = _pytest(tree_dir, tests, timeout=1800)
+            status, base = _pytest(tree_dir, tests, timeout=1800, workers=args.workers)
             if status != "survived":
                 print(f"{m}: its tests fail unmutated ({status}); skipped", file=sys.stderr)
                 continue
@@ -299,7 +302,9 @@ def main(argv=None) -> int:
                 with open(path, "w") as f:
                     f.write(src)
                 try:
-                    status, dt = _pytest(tree_dir, tests, timeout=max(60.0, args.timeout_factor * base))
+                    status, dt = _pytest(
+                        tree_dir, tests, timeout=max(60.0, args.timeout_factor * base), workers=args.workers
+                    )
                 finally:
                     with open(path, "w") as f:
                         f.write(original)

@@ -287,6 +287,11 @@ def update_player(
 ) -> tuple[PlayerState, torch.Tensor, Any]:
     """One optimizer step of one player: ``grad`` with respect to its parameters only.
 
+    The gradient is ``torch.func.grad_and_value``'s; an eager call that is not under a functorch
+    transform and not nested inside another ``update_player`` takes it by plain autograd, the same
+    computation at less cost (see :func:`_grad_and_value`). A call nested inside a loss that an
+    outer ``update_player`` differentiates (a look-ahead step) stays differentiable.
+
     Args:
         loss_fn: ``(params, buffers) -> (loss, new_buffers, aux)``; everything else it
             uses (the other player, the batch) is a constant.
