@@ -26,7 +26,6 @@ so their gradient is never computed.
 
 from __future__ import annotations
 
-import contextvars
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -312,33 +311,62 @@ def update_player(
     return apply_gradients(player._replace(buffers=buffers), grads, tx), loss, (None if aux == () else aux)
 
 
-_OUTERMOST = contextvars.ContextVar("funcgan_outermost_grad", default=True)
+#: Take an eager, outermost gradient by plain autograd (see :func:`_grad_and_value`); a constant
+#: the library never changes (tests switch it off to compare the two paths).
+PLAIN_AUTOGRAD = True
 
 
 def _grad_and_value(f: Callable[[nets.Params], tuple[torch.Tensor, Any]], params: nets.Params):
     """``torch.func.grad_and_value(f, has_aux=True)(params)``, by plain autograd where that is the same.
 
-    Eager, with no functorch transform active and not inside another such call, the gradient is
-    ``torch.autograd.grad`` on detached copies of ``params``: the same backward graph, so the same
-    numbers (``tests/test_step.py`` proves it bitwise for every loop and network family), without
-    functorch's per-call wrapping or the ``torch._dynamo`` import its first call pays (1.5 s of a
-    short run's start). Under ``vmap``, an enclosing ``grad``, ``torch.compile``, or nested inside
-    an outer call of this function (whose gradient may flow through this one), it is
-    ``torch.func.grad_and_value``.
+    Eager, with no functorch transform active, the gradient is ``torch.autograd.grad`` on detached
+    copies of ``params``: the same backward graph (``tests/test_step.py``: within 1e-12 of
+    ``torch.func`` in float64 for every loop and network family), without functorch's per-call
+    wrapping or the ``torch._dynamo`` import its first call pays (1.5 s of a short run's start).
+    If the loss's graph reaches any tensor that requires grad besides these copies (an outer
+    computation differentiates through this update: a look-ahead step inside another player's loss,
+    or a user's own ``torch.autograd`` around the step), plain autograd would cut that path, so the
+    call is redone by ``torch.func``, as it is under ``vmap``, an enclosing ``grad`` and
+    ``torch.compile``.
     """
-    # is_compiling first: dynamo cannot trace ContextVar.get, and a compiled step never takes this path
-    if torch.compiler.is_compiling() or torch._C._functorch.maybe_current_level() is not None or not _OUTERMOST.get():
+    # is_compiling first: a traced step always takes torch.func
+    if (
+        not PLAIN_AUTOGRAD
+        or not params
+        or torch.compiler.is_compiling()
+        or torch._C._functorch.maybe_current_level() is not None
+    ):
         return grad_and_value(f, has_aux=True)(params)
     leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-    token = _OUTERMOST.set(False)
-    try:
-        with torch.enable_grad():
-            loss, aux = f(leaves)
-            raw = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
-    finally:
-        _OUTERMOST.reset(token)
+    with torch.enable_grad():
+        loss, aux = f(leaves)
+        if loss.requires_grad and not _graph_reaches_only(loss, leaves.values()):
+            return grad_and_value(f, has_aux=True)(params)
+        raw = (
+            torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+            if loss.requires_grad
+            else [None] * len(leaves)
+        )
     grads = {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(params.items(), raw)}
     return grads, (loss.detach(), tree_map(lambda x: x.detach() if isinstance(x, torch.Tensor) else x, aux))
+
+
+def _graph_reaches_only(out: torch.Tensor, leaves: Any) -> bool:
+    """Whether every leaf of ``out``'s autograd graph that requires grad is one of ``leaves``."""
+    ids = {id(x) for x in leaves}
+    stack, seen = [out.grad_fn], set()
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        variable = getattr(fn, "variable", None)  # an AccumulateGrad node: a leaf that requires grad
+        if variable is not None:
+            if id(variable) not in ids:
+                return False
+            continue
+        stack.extend(nxt for nxt, _ in fn.next_functions)
+    return True
 
 
 def apply_gradients(player: PlayerState, grads: nets.Params, tx: GradientTransformation) -> PlayerState:

@@ -14,6 +14,11 @@ per-step losses, over all steps):
   draws); measured worst 6e-5 over 300 draws. Objectives invariant to a shift of D's
   output are excluded in float32 (their output bias has an identically zero gradient
   whose round-off Adam turns into lr-sized steps; see the strategies' docstring).
+
+A draw whose *imperative* run blows up (a loss above 1e6; e.g. consensus with gamma 1 and SGD at
+0.09 reaches 4e17 in three steps) is discarded (``assume``): the blow-up amplifies round-off by as
+much as the losses grow, so both sides legitimately part at any round-off tolerance. Only the
+reference's losses decide, so a functional bug that makes a healthy run diverge is still caught.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import copy
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import funcgan
@@ -42,6 +47,7 @@ F32 = testing.DEFAULT_TOLERANCES[torch.float32]
 def test_every_loop_equals_its_imperative_reference_float64(loop, data, steps, seed):
     system = data.draw(gans(loop), label="system")
     report = testing.compare(system, seed=seed, steps=steps, dtype=torch.float64)
+    assume(report.reference_peak_loss < 1e6)
     assert not report.exceeds(F64), report
 
 
@@ -52,6 +58,7 @@ def test_every_network_family_equals_its_reference_float64(family, data, steps, 
     loop = data.draw(st.sampled_from([n for n in LOOPS if n != "pix2pix"]), label="loop")
     system = data.draw(gans(loop, family), label="system")
     report = testing.compare(system, seed=seed, steps=steps, dtype=torch.float64)
+    assume(report.reference_peak_loss < 1e6)
     assert not report.exceeds(F64), report
 
 
@@ -61,6 +68,7 @@ def test_every_network_family_equals_its_reference_float64(family, data, steps, 
 def test_every_loop_equals_its_imperative_reference_float32(loop, data, steps, seed):
     system = data.draw(gans(loop, float32=True), label="system")
     report = testing.compare(system, seed=seed, steps=steps, dtype=torch.float32)
+    assume(report.reference_peak_loss < 1e6)
     assert not report.exceeds(F32), report
 
 

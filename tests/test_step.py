@@ -25,18 +25,20 @@ from funcgan.tree import tree_leaves
 
 
 def _run(system, steps: int, plain_autograd: bool):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(S, "PLAIN_AUTOGRAD", plain_autograd)  # False: every call goes to torch.func
+        return _steps(system, steps)
+
+
+def _steps(system, steps: int):
     gan = system.gan
     state = init_state(gan, fr.key(7), dtype=torch.float64)
     data = tuple(x.to(torch.float64) if x.is_floating_point() else x for x in system.data)
     fn = make_train_step(gan)
-    token = S._OUTERMOST.set(plain_autograd)  # False: every call goes to torch.func
-    try:
-        metrics = []
-        for _ in range(steps):
-            state, m = fn(state, data)
-            metrics.append(m)
-    finally:
-        S._OUTERMOST.reset(token)
+    metrics = []
+    for _ in range(steps):
+        state, m = fn(state, data)
+        metrics.append(m)
     return state, metrics
 
 
@@ -84,15 +86,13 @@ def _unrolled_gen_update(outer_grad_ok: bool):
 
 
 def test_an_update_inside_a_differentiated_loss_stays_differentiable():
-    """Nested inside an outer plain-autograd call, the inner update takes torch.func's path, so G's
-    gradient through D's look-ahead is kept: it equals the all-torch.func computation, and differs from
+    """Nested inside an outer plain-autograd call, the inner update's graph reaches G's parameters, so
+    it takes torch.func's path and G's gradient through D's look-ahead is kept: it equals the all-torch.func computation, and differs from
     the one where the look-ahead is cut from G (the bug the nesting rule exists to prevent)."""
     through = _unrolled_gen_update(True)
-    token = S._OUTERMOST.set(False)
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(S, "PLAIN_AUTOGRAD", False)
         reference = _unrolled_gen_update(True)
-    finally:
-        S._OUTERMOST.reset(token)
     cut = _unrolled_gen_update(False)
     torch.testing.assert_close(through, reference, rtol=0, atol=1e-14)
     assert (through - cut).abs().max() > 1e-6
@@ -117,3 +117,18 @@ def test_plain_autograd_is_taken_only_when_eager_and_outermost(monkeypatch):
         torch.ones(3, 1, dtype=torch.float64)
     )
     assert calls == ["func"]  # under vmap: torch.func
+
+
+def test_a_users_own_autograd_around_an_update_still_flows_through_it():
+    """A user differentiating an update with plain ``torch.autograd`` (here: the updated weight with
+    respect to a data scale captured by the loss) gets torch.func's answer, not a cut graph."""
+    scale = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
+    x = torch.linspace(-1, 1, 7, dtype=torch.float64)
+    p = {"w": torch.tensor([0.3], dtype=torch.float64)}
+    tx = funcgan.optim.sgd(0.1)
+    player = PlayerState(p, {}, tx.init(p))
+    loss = lambda q, b: (((q["w"] * x - scale * x) ** 2).mean(), b, None)  # noqa: E731
+    new, _, _ = update_player(loss, player, tx)
+    (d_scale,) = torch.autograd.grad(new.params["w"].sum(), scale)
+    expected = 0.1 * 2 * (x * x).mean()  # w' = w - lr * 2 mean(x (w x - s x)): dw'/ds = lr * 2 mean(x^2)
+    torch.testing.assert_close(d_scale, expected, rtol=1e-12, atol=0)

@@ -53,6 +53,9 @@ class Report:
     losses: float = 0.0
     per_step_losses: list[float] = field(default_factory=list)
     worst_param: str = ""
+    #: the largest |loss| the imperative run reported: a run that blows up (losses of 1e6 and more from
+    #: O(1)) amplifies round-off by as much, so its differences say nothing at a round-off tolerance
+    reference_peak_loss: float = 0.0
 
     def exceeds(self, tol: dict[str, float]) -> list[str]:
         """Names of the quantities whose difference is above ``tol``."""
@@ -138,6 +141,7 @@ def compare(
     for _ in range(steps):
         inputs = gan.loop.draw(gan, step_key(state), data, dtype)
         ref_losses = imperative_step(run, inputs)
+        report.reference_peak_loss = max([report.reference_peak_loss, *(abs(v) for v in ref_losses.values())])
         state, metrics = step(state, data)
         shared = [k for k in ref_losses if k in metrics]
         if not shared:
