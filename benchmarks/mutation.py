@@ -261,6 +261,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout-factor", type=float, default=3.0, help="a mutant's tests time out at this x baseline")
     ap.add_argument("--workers", type=int, default=1, help="pytest-xdist workers per mutant's tests")
+    ap.add_argument("--sites", default="", help="only these mutants: comma-separated module:line (e.g. guard:113)")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -271,8 +272,13 @@ def main(argv=None) -> int:
 
     rng = random.Random(args.seed)
     plan: dict[str, list[Site]] = {}
+    only = {(m, int(line)) for m, line in (x.rsplit(":", 1) for x in args.sites.split(",") if x)}
     for m in modules:
         all_sites = sites(m)
+        if only:
+            all_sites = [s for s in all_sites if (m, s.line) in only]
+            plan[m] = all_sites
+            continue
         k = len(all_sites) if args.per_module <= 0 else min(args.per_module, len(all_sites))
         plan[m] = sorted(rng.sample(all_sites, k), key=lambda s: s.line)
     if args.list:

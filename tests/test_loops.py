@@ -100,6 +100,32 @@ def test_adaptive_schedule_exercises_both_branches():
 # ----------------------------------------------------------------------------- gradient level
 
 
+@pytest.mark.parametrize("n_disc", [1, 3])
+def test_adaptive_g_phase_draws_its_dropout_keys_after_the_d_phase(n_disc):
+    """Seed 003's loop with keyed dropout in both networks, warm-up D steps and a penalty: the G phase's
+    forwards take the keys that follow the D phase's (``Adaptive._keys_before_gen``), as the imperative
+    loop's running key counter does. G trains at the first step and at every other after it."""
+    from torch import nn
+
+    def net(n_in, n_out):
+        return nn.Sequential(nn.Linear(n_in, 6), nn.Tanh(), nn.Dropout(0.5), nn.Linear(6, n_out))
+
+    loop = loops.Adaptive(objective=losses.lsgan(), penalties=(P.r1(0.1),), n_disc=n_disc, max_gen_steps=3,
+                          d_threshold=1e3, g_threshold=1e3, countdown_scale=0.0)
+    gan = funcgan.GAN(gen=net(3, 2), disc=net(2, 1), loop=loop, sample_real=systems.gaussian_sampler(0.5, 1.0, 2),
+                      latent_dim=3, batch_size=4)
+    system = systems.System(gan, (), "custom")
+    report = testing.compare(system, seed=5, steps=4, dtype=torch.float64)
+    assert not report.exceeds(F64), report
+    trained = []
+    state = init_state(gan, fr.key(5), dtype=torch.float64)
+    step = make_train_step(gan)
+    for _ in range(4):
+        state, m = step(state, ())
+        trained.append(int(m["gen/steps"]))
+    assert trained == [3, 0, 3, 0]
+
+
 def _seed000(dtype=torch.float64, seed=0):
     system = systems.make_system("gaussian1d", batch_size=16)
     gan = system.gan
