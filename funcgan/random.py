@@ -71,8 +71,8 @@ def _block(k0: torch.Tensor, k1: torch.Tensor, c: torch.Tensor) -> tuple[torch.T
     rounds, along two separate paths, so the pair carries 64 bits.
     """
     # both paths in one stacked tensor: the same ops, half the calls (what an eager step pays for)
-    x = torch.stack([c ^ k0, c ^ k1 ^ _C_WORD1])
-    x = _mix(_mix(_mix(x) ^ torch.stack([k1, k0])) ^ _C_OUT)
+    a, b = c ^ k0, c ^ k1 ^ _C_WORD1  # the counters' shape broadcast with the key's
+    x = _mix(_mix(_mix(torch.stack([a, b])) ^ torch.stack([k1.expand(a.shape), k0.expand(a.shape)])) ^ _C_OUT)
     return x[0], x[1]
 
 

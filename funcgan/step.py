@@ -40,7 +40,7 @@ from funcgan import random as fr
 from funcgan._checks import check_interval
 from funcgan.optim.base import GradientTransformation, apply_updates
 from funcgan.optim.spec import OptimizerSpec
-from funcgan.tree import tree_map
+from funcgan.tree import tree_leaves, tree_map
 
 __all__ = [
     "Batch",
@@ -323,11 +323,12 @@ def _grad_and_value(f: Callable[[nets.Params], tuple[torch.Tensor, Any]], params
     copies of ``params``: the same backward graph (``tests/test_step.py``: within 1e-12 of
     ``torch.func`` in float64 for every loop and network family), without functorch's per-call
     wrapping or the ``torch._dynamo`` import its first call pays (1.5 s of a short run's start).
-    If the loss's graph reaches any tensor that requires grad besides these copies (an outer
-    computation differentiates through this update: a look-ahead step inside another player's loss,
-    or a user's own ``torch.autograd`` around the step), plain autograd would cut that path, so the
-    call is redone by ``torch.func``, as it is under ``vmap``, an enclosing ``grad`` and
-    ``torch.compile``.
+    If the params themselves require grad, or the graph of the loss (or of an aux output) reaches any
+    other tensor that requires grad (an outer computation differentiates through this update: a
+    look-ahead step inside another player's loss, a user's own ``torch.autograd`` around the step),
+    plain autograd would cut that path, so the call is (re)done by ``torch.func``, as it is under
+    ``vmap``, an enclosing ``grad`` and ``torch.compile``; so is a non-scalar loss (torch.func words
+    the error).
     """
     # is_compiling first: a traced step always takes torch.func
     if (
@@ -335,12 +336,14 @@ def _grad_and_value(f: Callable[[nets.Params], tuple[torch.Tensor, Any]], params
         or not params
         or torch.compiler.is_compiling()
         or torch._C._functorch.maybe_current_level() is not None
+        or any(v.requires_grad for v in params.values())  # params that carry an outer graph
     ):
         return grad_and_value(f, has_aux=True)(params)
     leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
     with torch.enable_grad():
         loss, aux = f(leaves)
-        if loss.requires_grad and not _graph_reaches_only(loss, leaves.values()):
+        outs = [loss, *(x for x in tree_leaves(aux) if isinstance(x, torch.Tensor) and x.requires_grad)]
+        if not isinstance(loss, torch.Tensor) or loss.dim() != 0 or not _graph_reaches_only(outs, leaves.values()):
             return grad_and_value(f, has_aux=True)(params)
         raw = (
             torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
@@ -351,10 +354,10 @@ def _grad_and_value(f: Callable[[nets.Params], tuple[torch.Tensor, Any]], params
     return grads, (loss.detach(), tree_map(lambda x: x.detach() if isinstance(x, torch.Tensor) else x, aux))
 
 
-def _graph_reaches_only(out: torch.Tensor, leaves: Any) -> bool:
-    """Whether every leaf of ``out``'s autograd graph that requires grad is one of ``leaves``."""
+def _graph_reaches_only(outs: list[torch.Tensor], leaves: Any) -> bool:
+    """Whether every leaf of the ``outs``' autograd graph that requires grad is one of ``leaves``."""
     ids = {id(x) for x in leaves}
-    stack, seen = [out.grad_fn], set()
+    stack, seen = [x.grad_fn for x in outs], set()
     while stack:
         fn = stack.pop()
         if fn is None or fn in seen:

@@ -161,3 +161,17 @@ def test_cuda_equals_cpu():
     gpu = fr.normal(k.cuda(), (1000,))
     assert torch.equal(fr.bits(k.cuda(), (100,)).cpu(), fr.bits(k, (100,)))
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-5, atol=1e-6)
+
+
+def test_fold_in_broadcasts_data_against_one_key_and_against_stacked_keys():
+    """One key folded with a vector of data gives one key per datum; stacked keys fold element-wise."""
+    k = fr.key(3)
+    many = fr.fold_in(k, torch.arange(3))
+    assert many.shape == (3, 2)
+    for i in range(3):
+        assert torch.equal(many[i], fr.fold_in(k, i))
+    ks = fr.split(fr.key(4), 3)
+    both = fr.fold_in(ks, torch.tensor([7, 8, 9]))
+    for i in range(3):
+        assert torch.equal(both[i], fr.fold_in(ks[i], 7 + i))
+    assert fr.fold_in(k, torch.tensor([5])).shape == (1, 2)

@@ -132,3 +132,36 @@ def test_a_users_own_autograd_around_an_update_still_flows_through_it():
     (d_scale,) = torch.autograd.grad(new.params["w"].sum(), scale)
     expected = 0.1 * 2 * (x * x).mean()  # w' = w - lr * 2 mean(x (w x - s x)): dw'/ds = lr * 2 mean(x^2)
     torch.testing.assert_close(d_scale, expected, rtol=1e-12, atol=0)
+
+
+def test_params_that_carry_an_outer_graph_keep_it():
+    """Params computed from a tensor that requires grad (a hyper-gradient): the update stays differentiable
+    with respect to it, as under torch.func (plain autograd on detached copies would cut it)."""
+    w0 = torch.tensor([0.3], dtype=torch.float64, requires_grad=True)
+    x = torch.linspace(-1, 1, 5, dtype=torch.float64)
+    tx = funcgan.optim.sgd(0.1)
+    loss = lambda q, b: (((q["w"] * x - x) ** 2).mean(), b, None)  # noqa: E731
+
+    def d_new_d_w0():
+        p = {"w": w0 * 2}
+        new, _, _ = update_player(loss, PlayerState(p, {}, tx.init(p)), tx)
+        return torch.autograd.grad(new.params["w"].sum(), w0)[0]
+
+    got = d_new_d_w0()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(S, "PLAIN_AUTOGRAD", False)
+        want = d_new_d_w0()
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
+    # w' = 2 w0 - 0.1 * 2 mean(x^2) (2 w0 - 1): dw'/dw0 = 2 - 0.4 mean(x^2)
+    torch.testing.assert_close(got, 2 - 0.4 * (x * x).mean().reshape(1), rtol=1e-12, atol=0)
+
+
+def test_aux_outputs_keep_an_outer_graph_and_a_non_scalar_loss_is_refused():
+    s = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    p = {"w": torch.tensor([0.5], dtype=torch.float64)}
+    tx = funcgan.optim.sgd(0.1)
+    player = PlayerState(p, {}, tx.init(p))
+    _, _, aux = update_player(lambda q, b: ((q["w"] ** 2).sum(), b, {"m": s * 3}), player, tx)
+    assert aux["m"].requires_grad  # as torch.func leaves it
+    with pytest.raises(RuntimeError, match="scalar"):
+        update_player(lambda q, b: (q["w"] ** 2, b, None), player, tx)  # shape (1,): refused on every path
