@@ -249,3 +249,19 @@ def test_default_alternating_loop_makes_one_update_of_each_player_per_step():
     for player in (state.gen, state.disc):
         counts = [int(x) for x in tree_leaves(player.opt_state) if x.dtype == torch.int64]
         assert counts and set(counts) == {3}
+
+
+def test_mixture_means_are_the_published_layouts():
+    """The ring (unrolled-GAN paper: 8 modes on a radius-2 circle, the first at (2, 0)) and the grid
+    (25 modes at {-4, -2, 0, 2, 4}^2, centred at 0)."""
+    from funcgan.metrics import grid_means, ring_means
+
+    ring = ring_means(8, 2.0)
+    assert ring.shape == (8, 2)
+    torch.testing.assert_close(ring[0], torch.tensor([2.0, 0.0]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(ring[2], torch.tensor([0.0, 2.0]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(ring.norm(dim=1), torch.full((8,), 2.0), rtol=0, atol=1e-6)
+    grid = grid_means(5, 2.0)
+    axis = torch.tensor([-4.0, -2.0, 0.0, 2.0, 4.0])
+    assert torch.equal(grid, torch.cartesian_prod(axis, axis))
+    assert torch.equal(grid_means(2, 1.0), torch.tensor([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]]))
