@@ -265,3 +265,22 @@ def test_mixture_means_are_the_published_layouts():
     axis = torch.tensor([-4.0, -2.0, 0.0, 2.0, 4.0])
     assert torch.equal(grid, torch.cartesian_prod(axis, axis))
     assert torch.equal(grid_means(2, 1.0), torch.tensor([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]]))
+
+
+def test_guard_defaults_and_reason_codes_are_the_documented_ones():
+    """README and ``funcgan train --help``: --max-param 1e6, --max-output 1e6, --pinned-window 100; the
+    reason codes the per-seed tables carry."""
+    from funcgan.guard import REASONS, Guard, reason_name
+
+    g = Guard()
+    assert (g.max_param, g.max_output, g.pinned_window, g.pinned_fraction) == (1e6, 1e6, 100, 0.99)
+    assert REASONS == {
+        0: "",
+        1: "non-finite values",
+        2: "parameter magnitude",
+        3: "generated-output magnitude",
+        4: "loss pinned at its clamp",
+    }
+    assert [reason_name(c) for c in range(5)] == [REASONS[c] for c in range(5)]
+    assert reason_name(torch.tensor(3)) == "generated-output magnitude"
+    assert reason_name(9) == "reason 9"
