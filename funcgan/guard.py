@@ -29,7 +29,7 @@ import torch
 
 from funcgan._checks import check_positive
 from funcgan.step import Data, Metrics, TrainState
-from funcgan.tree import eager, tree_all_finite, tree_concat, tree_leaves, tree_where
+from funcgan.tree import tree_all_finite, tree_leaves, tree_reduce, tree_where
 
 __all__ = ["Guard", "REASONS", "guarded", "check", "reason_name"]
 
@@ -103,8 +103,7 @@ def check(
     finite = tree_all_finite((new.gen, new.disc, new.gen_ema, new.extra)) & tree_all_finite(metrics)
     reason = torch.where(~finite, torch.ones_like(reason), reason)
     if guard.max_param is not None:
-        params = tree_leaves((new.gen.params, new.disc.params))
-        big = tree_concat(params).abs().amax() if eager() else torch.stack([p.abs().amax() for p in params]).amax()
+        big = tree_reduce(tree_leaves((new.gen.params, new.disc.params)), lambda x: x.abs().amax(), torch.amax)
         reason = torch.where((reason == 0) & (big > guard.max_param), torch.full_like(reason, 2), reason)
     if guard.max_output is not None and "gen/out_max" in metrics:
         big = metrics["gen/out_max"].to(torch.float64)

@@ -26,8 +26,7 @@ __all__ = [
     "tree_index",
     "tree_where",
     "tree_all_finite",
-    "tree_concat",
-    "eager",
+    "tree_reduce",
     "tree_flatten_with_keys",
 ]
 
@@ -61,6 +60,11 @@ class _Other(Exception):
 _LEAVES = (torch.Tensor, type(None), bool, int, float, complex, str)
 
 
+def _is_sequence(kind: type) -> bool:
+    """A list, a tuple or a NamedTuple (not another tuple subclass such as torch's structseqs)."""
+    return kind is list or kind is tuple or (issubclass(kind, tuple) and hasattr(kind, "_fields"))
+
+
 def _map(fn: Callable[..., Any], tree: Any, rest: tuple[Any, ...]) -> Any:
     kind = type(tree)
     if isinstance(tree, _LEAVES):
@@ -71,7 +75,7 @@ def _map(fn: Callable[..., Any], tree: Any, rest: tuple[Any, ...]) -> Any:
         if any(r.keys() != tree.keys() for r in rest):
             raise _Other
         return {k: _map(fn, v, tuple(r[k] for r in rest)) for k, v in tree.items()}
-    if kind is list or kind is tuple or (issubclass(kind, tuple) and hasattr(kind, "_fields")):
+    if _is_sequence(kind):
         if any(len(r) != len(tree) for r in rest):
             raise _Other
         out = [_map(fn, v, tuple(r[i] for r in rest)) for i, v in enumerate(tree)]
@@ -85,7 +89,7 @@ def _leaves(tree: Any, out: list[Any]) -> None:
     elif type(tree) is dict:
         for v in tree.values():
             _leaves(v, out)
-    elif type(tree) is list or type(tree) is tuple or (isinstance(tree, tuple) and hasattr(type(tree), "_fields")):
+    elif _is_sequence(type(tree)):
         for v in tree:
             _leaves(v, out)
     else:
@@ -160,23 +164,22 @@ def tree_all_finite(tree: PyTree) -> torch.Tensor:
     floats = [x for x in tree_leaves(tree) if isinstance(x, torch.Tensor) and x.is_floating_point()]
     if not floats:
         return torch.tensor(True)
-    return (
-        torch.isfinite(tree_concat(floats)).all()
-        if eager()
-        else torch.stack([torch.isfinite(x).all() for x in floats]).all()
-    )
+    return tree_reduce(floats, lambda x: torch.isfinite(x).all(), lambda flags: flags.all())
 
 
-def eager() -> bool:
-    """Whether this code runs eagerly (not traced by ``torch.compile``)."""
-    return not torch.compiler.is_compiling()
+def tree_reduce(
+    leaves: Sequence[torch.Tensor],
+    leaf: Callable[[torch.Tensor], torch.Tensor],
+    combine: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """One 0-d reduction over all ``leaves``: ``combine(stack([leaf(x) for x in leaves]))``, for a
+    ``leaf`` reduction that ``combine`` finishes (all of alls, max of maxes).
 
-
-def tree_concat(leaves: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The leaves flattened into one vector (per run under ``vmap``), for one reduction over all of them.
-
-    An eager step pays per kernel call, so a reduction over a concatenation (three calls) beats one per
-    leaf; a compiled step fuses the per-leaf reductions instead, so callers use this only when eager
-    (:func:`eager`). Mixed dtypes are promoted (exact for the finiteness and magnitude checks).
+    Eager, it is ``leaf`` of the leaves flattened into one vector (per run under ``vmap``): an eager
+    step pays per kernel call, and three calls beat two per leaf (mixed dtypes are promoted, which
+    the finiteness and magnitude checks do not notice). Compiled, the per-leaf form is kept: inductor
+    fuses it and would otherwise materialise the concatenation.
     """
-    return torch.cat([x.reshape(-1) for x in leaves])
+    if torch.compiler.is_compiling():
+        return combine(torch.stack([leaf(x) for x in leaves]))
+    return leaf(torch.cat([x.reshape(-1) for x in leaves]))

@@ -105,20 +105,13 @@ def make_skeleton(module: nn.Module, train: bool = True, who: str = "funcgan") -
     return skel
 
 
-def _ties(module: nn.Module) -> list[tuple[str, list[str]]]:
-    """Parameters registered under more than one name: ``(first name, the other names)``."""
+def _ties(module: nn.Module, kind: str = "parameters") -> list[tuple[str, list[str]]]:
+    """Tensors registered under more than one name (``kind``: ``"parameters"`` or ``"buffers"``):
+    ``(first name, the other names)``."""
     names: dict[int, list[str]] = {}
-    for name, p in module.named_parameters(remove_duplicate=False):
-        names.setdefault(id(p), []).append(name)
+    for name, t in getattr(module, f"named_{kind}")(remove_duplicate=False):
+        names.setdefault(id(t), []).append(name)
     return [(ns[0], ns[1:]) for ns in names.values() if len(ns) > 1]
-
-
-def _has_tied_tensors(module: nn.Module) -> bool:
-    """Whether one parameter or buffer is registered under two names (tied weights)."""
-    return any(
-        len(list(named(remove_duplicate=False))) != len(list(named()))
-        for named in (module.named_parameters, module.named_buffers)
-    )
 
 
 def make_apply(module: nn.Module, who: str = "funcgan") -> Apply:
@@ -140,7 +133,8 @@ def make_apply(module: nn.Module, who: str = "funcgan") -> Apply:
     eval_skel = make_skeleton(module, False, who)
     names = stochastic.stochastic_modules(train_skel)
     label = type(module).__name__
-    tied = _has_tied_tensors(train_skel)  # untying walks the module on every call: only when needed
+    # functional_call's untying walks the module on every call: only for a module with ties
+    tied = bool(_ties(train_skel) or _ties(train_skel, "buffers"))
 
     def apply(
         params: Params, buffers: Buffers, *inputs: Any, key: torch.Tensor | None = None, train: bool = True
