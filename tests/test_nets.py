@@ -194,6 +194,24 @@ def test_weight_norm_is_batchable_and_equals_torch():
     torch.testing.assert_close(out[1], live(x), rtol=1e-14, atol=1e-15)
 
 
+@pytest.mark.parametrize("dim", [None, 0, 1, 2, -2, -4])
+def test_weight_norm_over_every_dim_equals_torch(dim):
+    # torch's norm_except_dim reads dim=-1 as "the whole tensor" (weight_norm(dim=None)) and any other
+    # negative dim from the end: g's shape and value, and the forward, follow it (float64: round-off only)
+    wn = torch.nn.utils.parametrizations.weight_norm
+    module = wn(nn.Conv2d(2, 3, 3), dim=dim).double()
+    params, buffers = nets.init_params(module, fr.key(0), torch.float64)
+    g, v = params["parametrizations.weight.original0"], params["parametrizations.weight.original1"]
+    torch_dim = -1 if dim is None else dim
+    assert g.shape == torch.norm_except_dim(v, 2, torch_dim).shape
+    torch.testing.assert_close(g, torch.norm_except_dim(v, 2, torch_dim), rtol=1e-14, atol=0)
+    g2 = 2.0 * torch.rand_like(g)  # a g that is not ||v||: the forward must scale each slice by its own g
+    params = {**params, "parametrizations.weight.original0": g2}
+    live = nets.load_into_module(module, params)
+    x = fr.normal(fr.key(1), (2, 2, 5, 5), torch.float64)
+    torch.testing.assert_close(nets.make_apply(module)(params, buffers, x)[0], live(x), rtol=1e-13, atol=1e-15)
+
+
 class _no_fallback:
     """vmap's slow per-example fallback raises instead of warning."""
 
@@ -228,6 +246,45 @@ def test_keyed_dropout_is_reproducible_per_key_and_matches_the_keyed_module():
     assert torch.equal(outs[0], a) and torch.equal(outs[1], c)
 
 
+@pytest.mark.parametrize("p", [0.2, 0.5])
+def test_keyed_dropout_keeps_a_1_minus_p_share_scaled_as_torch_does(p):
+    # torch's Dropout: each element zeroed with probability p, the rest scaled by 1 / (1 - p)
+    out, _ = nets.make_apply(nn.Sequential(nn.Dropout(p)))({}, {}, torch.full((100_000,), 3.0), key=fr.key(2))
+    kept = out != 0
+    torch.testing.assert_close(out[kept], torch.full_like(out[kept], 3.0 / (1 - p)), rtol=1e-6, atol=0)
+    assert abs(float(kept.double().mean()) - (1 - p)) < 0.01  # sd of the share is ~0.0016: 6 sigma
+
+
+def test_dropout_of_p_1_zeros_everything_and_p_0_is_the_identity():
+    x = fr.normal(fr.key(1), (4, 5))
+    for p, want in ((1.0, torch.zeros_like(x)), (0.0, x)):
+        out, _ = nets.make_apply(nn.Sequential(nn.Dropout(p)))({}, {}, x, key=fr.key(2))
+        assert torch.equal(out, want), p
+        assert torch.equal(out, nn.Dropout(p)(x)), p  # torch agrees (no randomness at p = 0 or 1)
+
+
+def test_set_forward_key_reaches_nested_dropout():
+    # dropout below the top level ("body.1"): the live module's key goes to that layer, not its parent
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(3, 16), nn.Dropout(0.5), nn.Linear(16, 16))
+            self.drop = nn.Dropout(0.5)
+
+        def forward(self, x):
+            return self.drop(self.body(x))
+
+    module = Net()
+    params, buffers = nets.init_params(module, fr.key(0))
+    apply = nets.make_apply(module)
+    assert apply.stochastic == ["body.1", "drop"]
+    x = fr.normal(fr.key(1), (8, 3))
+    want, _ = apply(params, buffers, x, key=fr.key(5))
+    live = nets.load_into_module(nets.keyed(copy.deepcopy(module)), params)
+    nets.set_forward_key(live, fr.key(5))
+    assert torch.equal(live(x), want)
+
+
 def test_channel_dropout_drops_whole_channels():
     module = nn.Sequential(nn.Conv2d(1, 6, 1), nn.Dropout2d(0.5))
     params, buffers = nets.init_params(module, fr.key(0))
@@ -252,7 +309,9 @@ def test_batchnorm_eval_mode_uses_running_statistics():
 
 @pytest.mark.parametrize("make,match", [
     (lambda: nn.Sequential(nn.Linear(2, 2), nn.RReLU()), "'1' \\(RReLU\\) draws from torch's global RNG"),
-    (lambda: torch.nn.utils.spectral_norm(nn.Linear(2, 2)), "hook-based torch.nn.utils.spectral_norm"),
+    (lambda: torch.nn.utils.spectral_norm(nn.Linear(2, 2)), "module 'Linear' uses the hook-based torch.nn.utils.spectral_norm"),
+    (lambda: nn.Sequential(nn.Tanh(), torch.nn.utils.weight_norm(nn.Linear(2, 2))),
+     "module '1' uses the hook-based torch.nn.utils.weight_norm"),
 ])
 def test_modules_funcgan_cannot_make_functional_are_refused_by_name(make, match):
     with pytest.raises(TypeError, match=match):
@@ -293,6 +352,44 @@ def test_normal_init_is_dcgans():
     assert abs(float(w.std()) - 0.02) < 0.003 and abs(float(w.mean())) < 0.003
     bn = params["features.3.weight"]
     assert abs(float(bn.mean()) - 1) < 0.02 and torch.equal(params["features.3.bias"], torch.zeros_like(bn))
+
+
+@pytest.mark.parametrize("nested", [True, False], ids=["in-a-Sequential", "top-level"])
+def test_normal_init_draws_a_spectral_normed_convs_original_as_dcgans(nested):
+    # the original under a parametrization is named "<layer>.parametrizations.weight.original" (or
+    # "parametrizations.weight.original" when the module itself is the conv): both belong to the conv
+    sn = torch.nn.utils.parametrizations.spectral_norm
+    conv = sn(nn.Conv2d(16, 32, 4))  # 8,192 weights: the std is within 0.003 of 0.02 by ~40 sigma
+    module = nn.Sequential(conv, nn.LeakyReLU(0.2)) if nested else conv
+    name = ("0." if nested else "") + "parametrizations.weight.original"
+    params, buffers = nets.normal_init()(module, fr.key(0))
+    w = params[name]
+    assert abs(float(w.std()) - 0.02) < 0.003 and abs(float(w.mean())) < 0.003
+    # and the power iteration's vectors were drawn for these weights, not the default ones
+    u = buffers[name.replace("weight.original", "weight.0._u")]
+    sigma = torch.dot(u, w.flatten(1) @ buffers[name.replace("weight.original", "weight.0._v")])
+    assert 0.5 * float(torch.linalg.matrix_norm(w.flatten(1), 2)) < float(sigma) <= 1.0001 * float(
+        torch.linalg.matrix_norm(w.flatten(1), 2)
+    )
+
+
+def test_initial_state_is_plain_data_without_autograd_history():
+    # a module whose buffer requires grad (a user's learnable-looking buffer): its initial value is
+    # copied out as data; a state leaf with a grad_fn would tie every run to the module's graph
+    class WithBuffer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+            self.register_buffer("scale", torch.full((2,), 2.0, requires_grad=True))
+
+        def forward(self, x):
+            return self.lin(x) * self.scale
+
+    for init in (nets.init_params, nets.normal_init()):
+        params, buffers = init(WithBuffer(), fr.key(0))
+        assert torch.equal(buffers["scale"], torch.full((2,), 2.0))
+        for name, t in {**params, **buffers}.items():
+            assert not t.requires_grad and t.grad_fn is None, name
 
 
 def test_state_dict_export_loads_into_the_module():

@@ -79,7 +79,7 @@ class FunctionalSpectralNorm(nn.Module):
         return cls(
             int(m.dim),  # type: ignore[arg-type]
             float(m.eps),  # type: ignore[arg-type]
-            int(getattr(m, "n_power_iterations", 1)),  # type: ignore[arg-type]
+            int(m.n_power_iterations),  # type: ignore[arg-type]
             getattr(m, "_u", None),
             getattr(m, "_v", None),
         )
@@ -103,9 +103,12 @@ class FunctionalSpectralNorm(nn.Module):
 
 
 def _norm_except_dim(v: torch.Tensor, dim: int) -> torch.Tensor:
-    """``torch.norm_except_dim(v, 2, dim)`` in batchable ops (the 2-norm over every dim but ``dim``)."""
+    """``torch.norm_except_dim(v, 2, dim)`` in batchable ops (the 2-norm over every dim but ``dim``).
+    As in torch, ``dim=-1`` is the norm of the whole tensor (what ``weight_norm(dim=None)`` means) and
+    any other negative ``dim`` counts from the end."""
     if dim == -1:
         return torch.linalg.vector_norm(v)
+    dim = dim % v.dim()
     dims = [d for d in range(v.dim()) if d != dim]
     return torch.linalg.vector_norm(v, dim=dims, keepdim=True)
 
@@ -114,9 +117,9 @@ class FunctionalWeightNorm(nn.Module):
     """``_WeightNorm`` as ``v * (g / ||v||)``, the norm over every dim but ``dim`` (batchable, unlike
     ``torch._weight_norm`` and ``torch.norm_except_dim``, which fall back to a per-seed loop)."""
 
-    def __init__(self, dim: int | None):
+    def __init__(self, dim: int):
         super().__init__()
-        self.dim = -1 if dim is None else dim
+        self.dim = dim  # torch's _WeightNorm.dim: -1 (the whole tensor) stands for weight_norm(dim=None)
 
     def forward(self, weight_g: torch.Tensor, weight_v: torch.Tensor) -> torch.Tensor:
         return weight_v * (weight_g / _norm_except_dim(weight_v, self.dim))
