@@ -113,6 +113,39 @@ def test_mismatched_param_dicts_are_rejected(mutate, exc, match):
         nets.check_params(module, params)
 
 
+@pytest.mark.parametrize(
+    "mutate,match",
+    [
+        (lambda b: b.pop("1.running_var"), r"missing \['1.running_var'\], unexpected none"),
+        (lambda b: b.update(extra=torch.zeros(1)), r"missing none, unexpected \['extra'\]"),
+        (lambda b: b.update({"1.running_mean": torch.zeros(3)}), r"'1.running_mean' has shape \(3,\)"),
+    ],
+)
+def test_mismatched_buffer_dicts_are_rejected_each_on_its_own(mutate, match):
+    module = nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4))
+    params, buffers = nets.init_params(module, fr.key(0))
+    mutate(buffers)
+    with pytest.raises(ValueError, match=match):
+        nets.check_params(module, params, buffers)
+
+
+def test_a_meta_modules_own_buffer_has_no_default_and_is_refused_by_name():
+    # a buffer funcgan has no rule for is copied from the module: on the meta device there is no value
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(2, 2)
+            self.register_buffer("scale", torch.ones(2))
+
+        def forward(self, x):
+            return self.lin(x) * self.scale
+
+    with torch.device("meta"):
+        module = Scaled()
+    with pytest.raises(TypeError, match="no default for buffer 'scale' of a meta Scaled"):
+        nets.init_params(module, fr.key(0))
+
+
 def test_spectral_norm_init_draws_from_the_key_and_matches_torch_defaults():
     sn = torch.nn.utils.parametrizations.spectral_norm
     module = nn.Sequential(sn(nn.Linear(6, 5)), nn.ReLU(), sn(nn.Conv2d(2, 3, 3)))
@@ -264,20 +297,24 @@ def test_dropout_of_p_1_zeros_everything_and_p_0_is_the_identity():
 
 
 def test_set_forward_key_reaches_nested_dropout():
-    # dropout below the top level ("body.1"): the live module's key goes to that layer, not its parent
+    # dropout below the top level ("body.1", "head.drop" in a Sequential of named layers): the live
+    # module's key goes to that layer, not its parent
+    from collections import OrderedDict
+
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
             self.body = nn.Sequential(nn.Linear(3, 16), nn.Dropout(0.5), nn.Linear(16, 16))
+            self.head = nn.Sequential(OrderedDict(lin=nn.Linear(16, 16), drop=nn.Dropout(0.5)))
             self.drop = nn.Dropout(0.5)
 
         def forward(self, x):
-            return self.drop(self.body(x))
+            return self.drop(self.head(self.body(x)))
 
     module = Net()
     params, buffers = nets.init_params(module, fr.key(0))
     apply = nets.make_apply(module)
-    assert apply.stochastic == ["body.1", "drop"]
+    assert apply.stochastic == ["body.1", "head.drop", "drop"]
     x = fr.normal(fr.key(1), (8, 3))
     want, _ = apply(params, buffers, x, key=fr.key(5))
     live = nets.load_into_module(nets.keyed(copy.deepcopy(module)), params)
@@ -285,12 +322,14 @@ def test_set_forward_key_reaches_nested_dropout():
     assert torch.equal(live(x), want)
 
 
-def test_channel_dropout_drops_whole_channels():
-    module = nn.Sequential(nn.Conv2d(1, 6, 1), nn.Dropout2d(0.5))
-    params, buffers = nets.init_params(module, fr.key(0))
-    out, _ = nets.make_apply(module)(params, buffers, torch.ones(2, 1, 3, 3), key=fr.key(1))
-    per_channel = (out == 0).flatten(2).all(-1) | (out != 0).flatten(2).all(-1)
-    assert per_channel.all() and (out == 0).any()
+@pytest.mark.parametrize("layer,spatial", [(nn.Dropout1d, (5,)), (nn.Dropout2d, (3, 3)), (nn.Dropout3d, (2, 2, 2))])
+def test_channel_dropout_drops_whole_channels_one_draw_per_example_and_channel(layer, spatial):
+    x = torch.ones(8, 16, *spatial)
+    out, _ = nets.make_apply(nn.Sequential(layer(0.5)))({}, {}, x, key=fr.key(1))
+    dropped = (out == 0).flatten(2)
+    assert (dropped.all(-1) | (~dropped).all(-1)).all()  # a channel is dropped whole or kept whole
+    per_example = dropped[..., 0]  # (8, 16): one draw per (example, channel), not per example
+    assert per_example.any(1).all() and (~per_example).any(1).all()  # fixed key; for a random one P(some example all kept or all dropped) ~ 2.4e-4
 
 
 def test_batchnorm_eval_mode_uses_running_statistics():
