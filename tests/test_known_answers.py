@@ -284,3 +284,16 @@ def test_guard_defaults_and_reason_codes_are_the_documented_ones():
     assert [reason_name(c) for c in range(5)] == [REASONS[c] for c in range(5)]
     assert reason_name(torch.tensor(3)) == "generated-output magnitude"
     assert reason_name(9) == "reason 9"
+
+
+def test_chunk_shape_boundaries():
+    # compiled: the chunk asked for, capped at the run count; default min(S, CPU_CHUNK); eager: one run a call
+    assert sweep.chunk_shape(10, 1, True) == 1  # the smallest chunk is allowed
+    assert sweep.chunk_shape(10, 4, True) == 4 and sweep.chunk_shape(3, 4, True) == 3
+    assert sweep.chunk_shape(10, None, True) == 10
+    assert sweep.chunk_shape(sweep.CPU_CHUNK + 1, None, True) == sweep.CPU_CHUNK
+    assert sweep.chunk_shape(10, "auto", True) == 10 and sweep.chunk_shape(10, "auto", False) == 1
+    assert sweep.chunk_shape(10, 4, False) == 1
+    for bad in (0, -1, True, 2.0, "4"):
+        with pytest.raises(ValueError, match="chunk_size must be an int >= 1 or 'auto'"):
+            sweep.chunk_shape(10, bad, True)
