@@ -61,10 +61,20 @@ TARGETS: dict[str, list[str]] = {
 # keyed by (module, line, what). Listed beside the score, never silently dropped from it.
 EQUIVALENT: dict[tuple[str, int, str], str] = {
     (
+        "checkpoint",
+        88,
+        "drop .detach()",
+    ): "safetensors writes a tensor's values whether or not it requires grad (tested)",
+    (
         "losses",
         121,
         "Gt -> GtE",
     ): "_flat of a 1-D tensor: reshape(B, -1) gives (B, 1); every caller reduces it to the same mean",
+    (
+        "random",
+        81,
+        "constant 2 -> 3",
+    ): "k[..., 1:3] of a key is k[..., 1:2]: every key's last axis is 2 (checked first)",
     ("random", 117, "IsNot -> Is"): "seed.to(device=None) keeps the seed's device, which is the default it replaces",
     (
         "checkpoint",

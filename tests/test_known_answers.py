@@ -5,6 +5,7 @@ file, and the per-seed table against each run's own history."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -12,7 +13,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from funcgan import checkpoint, optim, sweep, systems
+from funcgan import checkpoint, losses, optim, sweep, systems
 from funcgan import random as fr
 from funcgan.cli import results
 
@@ -226,6 +227,7 @@ def test_schedule_defaults_and_boundaries():
     # closed upper ends: gamma = 1 (no decay) and start_factor = 1 (no warm-up) are allowed
     assert float(optim.schedules.exponential_decay(0.1, 1.0)(t)) == pytest.approx(0.1)
     assert float(optim.schedules.step_decay(0.1, 3, 1.0)(t)) == pytest.approx(0.1)
+    assert float(optim.schedules.step_decay(0.1, 1, 0.5)(torch.tensor(3))) == pytest.approx(0.1 * 0.5**3)  # step 1
     assert float(optim.schedules.linear_warmup(0.1, 4, 1.0)(torch.tensor(0))) == pytest.approx(0.1)
     for bad in (lambda: optim.schedules.linear_warmup(0.1, 4, 1.2), lambda: optim.schedules.exponential_decay(0.1, 1.2),
                 lambda: optim.schedules.step_decay(0.1, 3, 1.5)):
@@ -297,3 +299,63 @@ def test_chunk_shape_boundaries():
     for bad in (0, -1, True, 2.0, "4"):
         with pytest.raises(ValueError, match="chunk_size must be an int >= 1 or 'auto'"):
             sweep.chunk_shape(10, bad, True)
+
+
+def test_batched_keys_give_each_key_its_own_stream_in_the_leading_axes():
+    keys = fr.key(torch.arange(6).reshape(2, 3))  # (2, 3, 2)
+    for draw in (lambda k: fr.bits(k, (4,)), lambda k: fr.uniform(k, (2, 2)), lambda k: fr.normal(k, (3,))):
+        out = draw(keys)
+        assert out.shape[:2] == (2, 3)
+        for i in range(2):
+            for j in range(3):
+                assert torch.equal(out[i, j], draw(keys[i, j]))
+    one = fr.key(torch.tensor([9]))  # a batch of one key keeps its batch axis
+    assert fr.bits(one, 4).shape == (1, 4) and torch.equal(fr.bits(one, 4)[0], fr.bits(fr.key(9), 4))
+
+
+def test_seed_range_ends():
+    assert fr.key(2**63 - 1).shape == (2,)
+    for bad in (2**63, 2**64, -1):
+        with pytest.raises(ValueError, match=r"seed must be in \[0, 2\*\*63\)"):
+            fr.key(bad)
+
+
+def test_objectives_are_frozen_hashable_values():
+    obj = losses.bce_probs()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        obj.name = "other"  # type: ignore[misc]
+    assert isinstance(hash(obj), int)  # an unfrozen dataclass with eq has __hash__ = None: TypeError here
+
+
+def test_dragan_perturbs_by_half_the_batch_std_by_default():
+    # D(x) = |x|^2 / 2 has input gradient x, so the penalty is mean((|x_hat| - 1)^2) at the
+    # perturbed point x_hat = x + (1 - alpha) * c * std(x) * u, computed here by hand (float64)
+    from funcgan import penalties as P
+
+    x = fr.normal(fr.key(3), (6, 2), torch.float64) * 3.0
+
+    def disc(inp, buffers):
+        return (inp**2).sum(1) / 2, buffers
+
+    pen = P.dragan()
+    noise = pen.draw(fr.key(4), x)
+    value, _ = pen.value(disc, x, None, noise, {})
+    x_hat = x + (1 - noise["alpha"][:, None]) * 0.5 * x.std() * noise["u"]
+    want = ((torch.linalg.vector_norm(x_hat, dim=1) - 1) ** 2).mean()
+    torch.testing.assert_close(value, want, rtol=1e-12, atol=0)
+    assert (pen.weight, pen.every) == (10.0, 1)
+
+
+def test_checkpoint_saves_tensors_that_carry_autograd_history(tmp_path):
+    # a user's loop may log a metric (or hold a leaf) that still requires grad: saved as its values
+    from funcgan.step import init_state
+
+    gan = systems.make_system("gaussian1d").gan
+    state = init_state(gan, fr.key(0))
+    w = state.gen.params["model.0.weight"].clone().requires_grad_()
+    state = state._replace(gen=state.gen._replace(params={**state.gen.params, "model.0.weight": w * 1.0}))
+    loss = (w**2).sum().reshape(1)
+    checkpoint.save(tmp_path / "g.safetensors", state, history=({"gen_loss": loss}, [0]))
+    back = checkpoint.load(tmp_path / "g.safetensors", init_state(gan, fr.key(1)))
+    assert torch.equal(back.state.gen.params["model.0.weight"], w.detach())
+    assert torch.equal(back.history["gen_loss"], loss.detach())
