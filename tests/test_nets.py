@@ -238,7 +238,7 @@ def test_weight_norm_over_every_dim_equals_torch(dim):
     torch_dim = -1 if dim is None else dim
     assert g.shape == torch.norm_except_dim(v, 2, torch_dim).shape
     torch.testing.assert_close(g, torch.norm_except_dim(v, 2, torch_dim), rtol=1e-14, atol=0)
-    g2 = 2.0 * torch.rand_like(g)  # a g that is not ||v||: the forward must scale each slice by its own g
+    g2 = 2.0 * fr.uniform(fr.key(2), tuple(g.shape), torch.float64)  # a g that is not ||v||: the forward must scale each slice by its own g
     params = {**params, "parametrizations.weight.original0": g2}
     live = nets.load_into_module(module, params)
     x = fr.normal(fr.key(1), (2, 2, 5, 5), torch.float64)
