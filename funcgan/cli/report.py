@@ -136,8 +136,8 @@ def mixture_table(
 
 
 def _write_figure(path: Path, samples: dict, problems: list[str], schemes: list[str]) -> bool:
-    from funcgan.cli.plots import pyplot
-    from funcgan.cli.plots import save as save_figure
+    from funcgan.cli.paint import pyplot
+    from funcgan.cli.paint import save as save_figure
 
     plt = pyplot()
     if plt is None:

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.func import vmap
 
@@ -31,8 +32,8 @@ __all__ = [
     "per_seed_rows",
     "summarize",
     "write_tables",
-    "plot_losses",
-    "plot_samples",
+    "losses_figure",
+    "samples_figure",
     "sample_grid",
     "hyper_names",
     "EVAL_KEY",
@@ -239,57 +240,47 @@ def sample_grid(samples: torch.Tensor, image_shape: tuple[int, ...], cols: int =
     return grid.permute(1, 2, 0)
 
 
-def plot_losses(path: str | os.PathLike, title: str, result: SweepResult) -> str | None:
-    """Loss curves: every run (up to 200), the median and the 10-90% band. Needs matplotlib."""
-    from funcgan.cli.plots import pyplot, save
-
-    plt = pyplot()
-    if plt is None:
-        return None
-    steps = result.logged_steps
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, k in zip(axes, ("disc/loss", "gen/loss")):
+def losses_figure(path: str | os.PathLike, title: str, result: SweepResult) -> dict[str, Any]:
+    """Loss curves (a :mod:`funcgan.cli.paint` figure): every run (up to 200), the median and the 10-90% band."""
+    steps = np.asarray(result.logged_steps)
+    panels = []
+    for k in ("disc/loss", "gen/loss"):
         if k not in result.history:
             continue
         h = result.history[k]  # (T, S)
-        for i in range(min(h.shape[1], 200)):
-            ax.plot(steps, h[:, i].numpy(), color="0.7", lw=0.3)
+        band = None
         if h.shape[1] > 1:
-            q = torch.nanquantile(h, torch.tensor([0.1, 0.5, 0.9], dtype=h.dtype), dim=1).numpy()
-            ax.fill_between(steps, q[0], q[2], alpha=0.3, label="10-90%")
-            ax.plot(steps, q[1], color="k", lw=1.2, label="median")
-            ax.legend()
-        ax.set_title(f"{title}: {k} over {h.shape[1]} run(s)")
-        ax.set_xlabel("step")
-    return save(fig, path, 110)
+            band = torch.nanquantile(h, torch.tensor([0.1, 0.5, 0.9], dtype=h.dtype), dim=1).numpy()
+        panels.append(
+            {"title": f"{title}: {k} over {h.shape[1]} run(s)", "x": steps, "runs": h[:, :200].numpy(), "band": band}
+        )
+    return {"kind": "curves", "path": str(path), "title": title, "panels": panels}
 
 
-def plot_samples(path: str | os.PathLike, system: System, samples: torch.Tensor, title: str) -> str | None:
-    """Generated samples: a histogram (1-D), a scatter against the modes (mixtures) or an image grid."""
-    from funcgan.cli.plots import pyplot, save
-
-    plt = pyplot()
-    if plt is None or system.kind == "dirac":
+def samples_figure(path: str | os.PathLike, system: System, samples: torch.Tensor, title: str) -> dict[str, Any] | None:
+    """Generated samples (a :mod:`funcgan.cli.paint` figure): a histogram against the data (1-D), a
+    scatter against the modes (mixtures) or an image grid; None for a system with nothing to show."""
+    base = {"path": str(path), "title": title}
+    if system.kind == "dirac":
         return None
     if system.kind == "mixture" and system.mixture is not None:
         means, _ = system.mixture
-        fig, ax = plt.subplots(figsize=(5, 5))
-        ax.scatter(samples[:2500, 0].numpy(), samples[:2500, 1].numpy(), s=2, alpha=0.4, label="generated")
-        ax.scatter(means[:, 0].numpy(), means[:, 1].numpy(), color="red", marker="x", label="modes")
-        ax.legend()
-    elif system.kind == "1d":
-        fig, ax = plt.subplots(figsize=(7, 4))
+        return {
+            **base,
+            "kind": "scatter",
+            "series": [
+                ("generated", samples[:2500, 0].numpy(), samples[:2500, 1].numpy(), {"s": 2, "alpha": 0.4}),
+                ("modes", means[:, 0].numpy(), means[:, 1].numpy(), {"color": "red", "marker": "x"}),
+            ],
+        }
+    if system.kind == "1d":
         real = system.gan.sample_real(fr.key(12345), system.data, (len(samples),), torch.float32).x
-        ax.hist(real.flatten().numpy(), bins=80, alpha=0.5, density=True, label="real")
-        ax.hist(samples.flatten().numpy(), bins=80, alpha=0.5, density=True, label="generated")
-        ax.legend()
-    elif system.image_shape is not None:
+        return {
+            **base,
+            "kind": "hist",
+            "series": [("real", real.flatten().numpy()), ("generated", samples.flatten().numpy())],
+        }
+    if system.image_shape is not None:
         grid = sample_grid(samples[:64], system.image_shape)
-        fig, ax = plt.subplots(figsize=(6, 6 * grid.shape[0] / grid.shape[1]))
-        ax.imshow(grid.squeeze(-1).numpy() if grid.shape[-1] == 1 else grid.numpy(), cmap="gray", vmin=0, vmax=1)
-        ax.axis("off")
-    else:
-        plt.close("all")
-        return None
-    ax.set_title(title)
-    return save(fig, path, 110)
+        return {**base, "kind": "image", "pixels": grid.squeeze(-1).numpy() if grid.shape[-1] == 1 else grid.numpy()}
+    return None

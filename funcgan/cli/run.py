@@ -20,6 +20,7 @@ from funcgan.cli import options as O
 from funcgan.cli import results as R
 from funcgan.cli.driver import CHECKPOINT, RunSpec, check_resume_options, drive, dump_json, load_resume, prepare_out
 from funcgan.cli.options import CLIError
+from funcgan.cli.paint import Painter
 
 __all__ = ["add_parsers", "cmd_train", "cmd_sweep", "choose_compile"]
 
@@ -189,23 +190,24 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"funcgan train: {system.description}; data: {system.data_source}; seed {seed}, {spec.steps} steps on "
         f"{spec.device}, {spec.why}"
     )
-    result = drive(spec, system, out, resume_file, show_progress=not args.no_progress)
-    rows = R.per_seed_rows(system, result, samples)
-    row = rows[0]
-    _print_run(system, result, row)
-    if out is not None:
-        written: list[str | None] = [R.write_tables(out, rows, R.summarize(rows, []), spec.meta())[-1]]
-        payload = {
-            "summary": row,
-            "logged_steps": result.logged_steps,
-            "history": {k: v[:, 0].tolist() for k, v in result.history.items()},
-        }
-        written.append(dump_json(out / "metrics.json", payload))
-        written += _figures(out, system, result)
-        written.append(str(out / "state.safetensors"))
-        for p in written:
-            if p:
-                print(f"wrote {p}")
+    with Painter(helper=None if out is not None else False) as painter:  # matplotlib loads while it trains
+        result = drive(spec, system, out, resume_file, show_progress=not args.no_progress)
+        rows = R.per_seed_rows(system, result, samples)
+        row = rows[0]
+        _print_run(system, result, row)
+        if out is not None:
+            written: list[str | None] = [R.write_tables(out, rows, R.summarize(rows, []), spec.meta())[-1]]
+            payload = {
+                "summary": row,
+                "logged_steps": result.logged_steps,
+                "history": {k: v[:, 0].tolist() for k, v in result.history.items()},
+            }
+            written.append(dump_json(out / "metrics.json", payload))
+            written += painter.draw(_figures(out, system, result))
+            written.append(str(out / "state.safetensors"))
+            for p in written:
+                if p:
+                    print(f"wrote {p}")
     return 1 if row["diverged_at"] != "" else 0
 
 
@@ -240,26 +242,28 @@ def _print_run(system, result: sweep.SweepResult, row: dict[str, Any]) -> None:
         )
 
 
-def _figures(out: Path, system, result: sweep.SweepResult) -> list[str | None]:
+def _figures(out: Path, system, result: sweep.SweepResult) -> list[dict[str, Any]]:
+    """The figures of one run (loss curves, samples, the EMA generator's samples) to draw."""
     from funcgan import random as fr
     from funcgan.step import generate
 
-    written = [R.plot_losses(out / "losses.png", system.name, result)]
+    figures: list[dict[str, Any] | None] = [R.losses_figure(out / "losses.png", system.name, result)]
     first = sweep.seed_state(result.state, 0)
     cond = None
     if system.gan.conditional:
         cond = system.data[0][:64] if system.n_classes == 0 else torch.arange(64) % system.n_classes
         if cond.is_floating_point():
             cond = cond.to(next(iter(first.gen.params.values())).dtype)
+    n = 2500 if system.kind != "image" else 64
     with torch.no_grad():
-        x = generate(system.gan, first, fr.key(7), 2500 if system.kind != "image" else 64, cond=cond)
-        written.append(R.plot_samples(out / "samples.png", system, x.float().cpu(), f"{system.name}: samples"))
+        x = generate(system.gan, first, fr.key(7), n, cond=cond)
+        figures.append(R.samples_figure(out / "samples.png", system, x.float().cpu(), f"{system.name}: samples"))
         if system.gan.ema is not None:
-            x = generate(system.gan, first, fr.key(7), 2500 if system.kind != "image" else 64, cond=cond, use_ema=True)
-            written.append(
-                R.plot_samples(out / "samples_ema.png", system, x.float().cpu(), f"{system.name}: EMA generator")
+            x = generate(system.gan, first, fr.key(7), n, cond=cond, use_ema=True)
+            figures.append(
+                R.samples_figure(out / "samples_ema.png", system, x.float().cpu(), f"{system.name}: EMA generator")
             )
-    return written
+    return [f for f in figures if f is not None]
 
 
 def _restarted_checkpoint(args: argparse.Namespace, rank: int, world: int) -> Path | None:
@@ -315,70 +319,78 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             f"funcgan sweep: {system.description}; {len(all_points)} runs x {spec.steps} steps on {spec.device}, "
             f"{spec.why}" + (f" ({world} processes)" if world > 1 else "")
         )
-    rows: list[dict[str, Any]] = []
-    result = None
-    if spec.points:
-        result = drive(
-            spec, system, out, resume_file, show_progress=not args.no_progress and rank == 0, quiet=rank != 0
-        )
-        rows = R.per_seed_rows(system, result, samples)
-    if world > 1:
-        rows = shard.gather_rows(store, rows, rank, world)
-        if rank != 0:
-            return 0
-    summary = R.summarize(rows, hypers)
-    if result is not None:
-        rate = sum(int(s) for s in result.state.step.tolist()) / max(result.seconds, 1e-9)
-        plan = result.extras.get("chunk_plan", f"{result.chunk_size} run(s) per call")
-        print(
-            f"trained in {result.seconds:.1f} s (first call {result.compile_seconds:.1f} s): {rate:,.0f} run-steps/s"
-            f"{' on rank 0' if world > 1 else ''}; {plan}"
-        )
-    print(f"runs: {summary['runs']}, flagged as diverged: {summary['diverged']}")
-    for g in summary["groups"]:
-        label = ", ".join(f"{h}={g[h]}" for h in hypers) or "all runs"
-        print(f"  {label}: {g['seeds']} seeds, {g['diverged']} diverged (excluded)")
-        for col, st in g["metrics"].items():
-            print(
-                f"    {col:<18} mean {st['mean']:+.4f}  std {st['std']:.4f}  q05 {st['q05']:+.4f}  "
-                f"median {st['median']:+.4f}  q95 {st['q95']:+.4f}"
+    # matplotlib loads in a helper process while the sweep trains (one process, an output folder)
+    painter = Painter(helper=None if world == 1 and (args.out is not None or out is not None) else False)
+    try:
+        rows: list[dict[str, Any]] = []
+        result = None
+        if spec.points:
+            result = drive(
+                spec, system, out, resume_file, show_progress=not args.no_progress and rank == 0, quiet=rank != 0
             )
-    flagged = [r for r in rows if r["diverged_at"] != ""]
-    for r in flagged[:20]:
-        print(
-            f"  diverged: seed {r['seed']} at step {r['diverged_at']} ({r['diverged_reason']})"
-            + "".join(f", {h}={r[h]}" for h in hypers)
-        )
-    if len(flagged) > 20:
-        print(f"  ... and {len(flagged) - 20} more (see per_seed.csv)")
-    top = None if args.out is None and out is None else (Path(args.out) if args.out else out)
-    if world > 1 and top is not None and top.name == f"rank{rank}":
-        top = top.parent
-    if top is not None:
-        meta = {**spec.meta(), "points": all_points, "world_size": world}
-        written: list[str | None] = list(R.write_tables(top, rows, summary, meta))
-        if result is not None and world == 1:
-            written.append(R.plot_losses(top / "losses.png", system.name, result))
-            if system.kind == "1d" and "gen_mean" in rows[0]:
-                written.append(_distribution_plot(top, system, rows))
-            written.append(str(top / "state.safetensors"))
-        for p in written:
-            if p:
-                print(f"wrote {p}")
+            rows = R.per_seed_rows(system, result, samples)
+        if world > 1:
+            rows = shard.gather_rows(store, rows, rank, world)
+            if rank != 0:
+                return 0
+        summary = R.summarize(rows, hypers)
+        if result is not None:
+            rate = sum(int(s) for s in result.state.step.tolist()) / max(result.seconds, 1e-9)
+            plan = result.extras.get("chunk_plan", f"{result.chunk_size} run(s) per call")
+            print(
+                f"trained in {result.seconds:.1f} s (first call {result.compile_seconds:.1f} s): "
+                f"{rate:,.0f} run-steps/s"
+                f"{' on rank 0' if world > 1 else ''}; {plan}"
+            )
+        print(f"runs: {summary['runs']}, flagged as diverged: {summary['diverged']}")
+        for g in summary["groups"]:
+            label = ", ".join(f"{h}={g[h]}" for h in hypers) or "all runs"
+            print(f"  {label}: {g['seeds']} seeds, {g['diverged']} diverged (excluded)")
+            for col, st in g["metrics"].items():
+                print(
+                    f"    {col:<18} mean {st['mean']:+.4f}  std {st['std']:.4f}  q05 {st['q05']:+.4f}  "
+                    f"median {st['median']:+.4f}  q95 {st['q95']:+.4f}"
+                )
+        flagged = [r for r in rows if r["diverged_at"] != ""]
+        for r in flagged[:20]:
+            print(
+                f"  diverged: seed {r['seed']} at step {r['diverged_at']} ({r['diverged_reason']})"
+                + "".join(f", {h}={r[h]}" for h in hypers)
+            )
+        if len(flagged) > 20:
+            print(f"  ... and {len(flagged) - 20} more (see per_seed.csv)")
+        top = None if args.out is None and out is None else (Path(args.out) if args.out else out)
+        if world > 1 and top is not None and top.name == f"rank{rank}":
+            top = top.parent
+        if top is not None:
+            meta = {**spec.meta(), "points": all_points, "world_size": world}
+            written: list[str | None] = list(R.write_tables(top, rows, summary, meta))
+            if result is not None and world == 1:
+                figures = [R.losses_figure(top / "losses.png", system.name, result)]
+                if system.kind == "1d" and "gen_mean" in rows[0]:
+                    figures.append(_distribution_figure(top, system, rows))
+                written += painter.draw(figures)
+                written.append(str(top / "state.safetensors"))
+            for p in written:
+                if p:
+                    print(f"wrote {p}")
+    finally:
+        painter.close()
     return 0
 
 
-def _distribution_plot(out: Path, system, rows) -> str | None:
-    from funcgan.cli.plots import pyplot, save
-
-    plt = pyplot()
-    if plt is None:
-        return None
-    fig, ax = plt.subplots(figsize=(6, 5))
+def _distribution_figure(out: Path, system, rows) -> dict[str, Any]:
+    """Each run's generated mean and std against the data's (1-D systems)."""
     ok = [r for r in rows if r["diverged_at"] == "" and math.isfinite(r["gen_mean"])]
-    ax.scatter([r["gen_mean"] for r in ok], [r["gen_std"] for r in ok], s=6, alpha=0.6, label="runs")
-    ax.scatter([system.real_stats["mean"]], [system.real_stats["std"]], color="red", marker="x", s=80, label="data")
-    ax.set_xlabel("generated mean")
-    ax.set_ylabel("generated std")
-    ax.legend()
-    return save(fig, out / "distributions.png", 110)
+    return {
+        "kind": "scatter",
+        "path": str(out / "distributions.png"),
+        "title": f"{system.name}: generated mean and std of {len(ok)} run(s)",
+        "size": (6, 5),
+        "xlabel": "generated mean",
+        "ylabel": "generated std",
+        "series": [
+            ("runs", [r["gen_mean"] for r in ok], [r["gen_std"] for r in ok], {"s": 6, "alpha": 0.6}),
+            ("data", [system.real_stats["mean"]], [system.real_stats["std"]], {"color": "red", "marker": "x", "s": 80}),
+        ],
+    }
