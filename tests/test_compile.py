@@ -34,8 +34,7 @@ def test_thin_bmm_pass_rewrites_only_thin_products_and_keeps_the_result(dtype):
         def uuid(self):  # a fresh cache key: the pass must run, not a cached graph be loaded
             return f"test-{uuid.uuid4()}"
 
-    f = torch.compile(_linear_chain, fullgraph=True, dynamic=False,
-                      options={"post_grad_custom_post_pass": Recording()})
+    f = torch.compile(_linear_chain, fullgraph=True, dynamic=False, options={"post_grad_custom_post_pass": Recording()})
     out = f(x, w1, w2)
     # the wide (6, 30, 50) product is kept; the thin (6, 30, 2) one is computed as (6, 2, 30)
     assert sorted(shapes) == [(6, 2, 30), (6, 30, 50)]
@@ -98,8 +97,9 @@ def _assert_runs_are_lone_runs(system, res, steps, atol):
 def test_chain_caller_sweep_equals_lone_runs():
     """A sweep driven with guard skipping (sweep.run) gives each run its lone run."""
     system = systems.make_system("gaussian1d")
-    res = sweep.run(system, sweep.grid(range(3)), steps=5, chunk_size=2, compile=True, backend="aot_eager",
-                    dtype=torch.float64)
+    res = sweep.run(
+        system, sweep.grid(range(3)), steps=5, chunk_size=2, compile=True, backend="aot_eager", dtype=torch.float64
+    )
     _assert_runs_are_lone_runs(system, res, 5, atol=1e-12)  # float64: same formulas, ~1e-16
 
 
@@ -113,3 +113,35 @@ def test_inductor_sweep_with_the_pass_equals_lone_runs():
 def test_compile_gives_other_backends_no_options():
     f = compile_step(lambda x: x + 1, backend="aot_eager")
     assert torch.equal(f(torch.zeros(2)), torch.ones(2))
+
+
+def _rules_of(handler) -> dict:
+    """The per-op rules a dtype handler holds: each a partial, compared by function and keywords."""
+    return {name: (f.func, f.keywords) for name, f in vars(handler).items() if hasattr(f, "keywords")}
+
+
+def test_dtype_handler_built_once_answers_as_a_fresh_build_and_rebuilds_on_a_new_rule():
+    """The workaround for inductor's rebuilt-per-op dtype handler (funcgan.compile._dtype_rules_once)
+    skips a rebuild only while the rule registry is unchanged: the handler's rules are those a fresh
+    build gives, and a rule registered later is picked up."""
+    import torch._inductor.lowering  # noqa: F401  (registers inductor's rules, as a compile does)
+    from torch._inductor import utils
+    from torch._inductor.dtype_propagation import DtypePropagationOpsHandler as Handler
+    from torch._prims_common import ELEMENTWISE_TYPE_PROMOTION_KIND
+    from funcgan.compile import inductor_options
+
+    inductor_options()
+    if not getattr(Handler.__init__, "_funcgan_once", False):
+        pytest.skip("this torch has no rebuilt-per-op dtype handler to work around")
+    fresh = object.__new__(Handler)  # outside the singleton, built by inductor's own __init__
+    Handler.__init__.__wrapped__(fresh)
+    handler = Handler()
+    assert len(_rules_of(fresh)) > 100 and _rules_of(handler) == _rules_of(fresh)
+
+    name = f"funcgan_test_op_{uuid.uuid4().hex}"
+    utils.register_op_dtype_propagation_rules(name, ELEMENTWISE_TYPE_PROMOTION_KIND.DEFAULT, torch.bool)
+    try:
+        assert getattr(Handler(), name)(torch.float32) is torch.bool
+    finally:
+        del utils.op_dtype_propagation_rules[name]
+        delattr(Handler._instance, name)
