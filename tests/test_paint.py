@@ -94,6 +94,21 @@ def test_no_matplotlib_here_starts_no_helper_and_writes_nothing(tmp_path, monkey
     assert p.draw(_figures(tmp_path, "n")) == [None] * 4
 
 
+@pytest.mark.parametrize("cores", [1, 2, 3])
+def test_the_default_draws_here_without_cores_to_spare(tmp_path, monkeypatch, cores):
+    monkeypatch.setattr(paint, "usable_cores", lambda: cores)
+    monkeypatch.delitem(sys.modules, "matplotlib", raising=False)
+    p = paint.Painter()
+    assert not p.helper_running and p.why_in_process.startswith(f"{cores} core(s)")
+
+
+def test_the_default_starts_a_helper_with_cores_to_spare(monkeypatch):
+    monkeypatch.setattr(paint, "usable_cores", lambda: paint.HELPER_MIN_CORES)
+    monkeypatch.delitem(sys.modules, "matplotlib", raising=False)
+    with paint.Painter() as p:
+        assert p.why_in_process is None and p.helper_running
+
+
 def test_the_default_draws_here_once_matplotlib_is_loaded():
     import matplotlib  # noqa: F401
 
