@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                 for name, cmd in competitors.items():
                     env = dict(os.environ)
                     if args.cold and name == "funcgan":
-                        env["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(tmp, f"cache-{job}-{r}")
+                        # no spaces: inductor (torch 2.13) passes the cache path to g++ unquoted
+                        env["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(tmp, f"cache-{job}-{r}".replace(" ", "_"))
                     if name == "funcgan":
                         cmd = cmd + ["--out", os.path.join(tmp, f"{job}-{r}".replace(" ", "_"))]
                     wall, out = _timed(cmd, env)
