@@ -34,6 +34,12 @@ def _cell(value: float, fmt: str) -> str:
     return fmt.format(value)
 
 
+def is_bench_json(path: Path) -> bool:
+    """Whether ``path`` holds what ``funcgan bench --json`` writes (results/ also holds other benchmarks')."""
+    data = json.loads(path.read_text())
+    return isinstance(data, dict) and isinstance(data.get("problems"), dict)
+
+
 def table(path: Path) -> str:
     """One markdown table per problem of one results file (figures: seed-steps per second)."""
     data = json.loads(path.read_text())
@@ -61,7 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("files", nargs="+", type=Path)
     ap.add_argument("--write", type=Path, default=None, help="replace the marked section of this file")
     args = ap.parse_args(argv)
-    text = "\n\n".join(table(f) for f in args.files)
+    files = [f for f in args.files if is_bench_json(f)]
+    for f in args.files:
+        if f not in files:
+            print(f"{f}: not a funcgan bench JSON (no 'problems'); left out", file=sys.stderr)
+    if not files:
+        print("no funcgan bench JSON among the files", file=sys.stderr)
+        return 2
+    text = "\n\n".join(table(f) for f in files)
     if args.write is None:
         print(text)
         return 0
