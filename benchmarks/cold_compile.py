@@ -1,0 +1,78 @@
+"""Cold compile: a compiled ``funcgan sweep`` from an empty inductor cache, with and without
+funcgan's workaround for inductor's rebuilt-per-op dtype handler (``funcgan.compile._dtype_rules_once``).
+
+    python benchmarks/cold_compile.py --pairs 3 --json benchmarks/results/cpu_cold_compile.json
+
+Each process runs ``funcgan sweep --seeds 0:64 --steps 200 --compile`` (the 1-D GAN) with
+``TORCHINDUCTOR_CACHE_DIR`` pointed at a fresh folder, so every one pays the full compile; the two
+variants alternate pair by pair (this machine's speed drifts) and the medians are compared. The
+time is the whole process, interpreter start to exit; 200 steps keep the training itself to a few
+seconds of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+CHILD = """
+import sys
+import funcgan.compile
+if sys.argv[1] == "without":
+    funcgan.compile._dtype_rules_once = lambda: None
+from funcgan.cli import main
+sys.exit(main(["sweep", "--seeds", sys.argv[2], "--steps", sys.argv[3], "--out", sys.argv[4],
+               "--compile", "--no-progress"]))
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--seeds", default="0:64")
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    walls: dict[str, list[float]] = {"with": [], "without": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for p in range(args.pairs):
+            for variant in ("with", "without"):
+                env = dict(os.environ)
+                # no spaces: inductor (torch 2.13) passes the cache path to g++ unquoted
+                env["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(tmp, f"cache_{variant}_{p}")
+                out = os.path.join(tmp, f"out_{variant}_{p}")
+                cmd = [sys.executable, "-c", CHILD, variant, args.seeds, str(args.steps), out]
+                t0 = time.perf_counter()
+                done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                wall = time.perf_counter() - t0
+                if done.returncode != 0:
+                    raise SystemExit(f"{variant} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+                walls[variant].append(wall)
+                print(f"pair {p}: {variant:>7} the workaround {wall:7.1f} s", flush=True)
+    med = {k: statistics.median(v) for k, v in walls.items()}
+    ratio = med["with"] / med["without"]
+    print(f"cold sweep: {med['with']:.1f} s with the workaround, {med['without']:.1f} s without ({ratio:.2f}x)")
+    if args.json:
+        import torch
+
+        payload = {
+            "job": f"funcgan sweep --seeds {args.seeds} --steps {args.steps} --compile, empty inductor cache",
+            "torch": torch.__version__,
+            "cpus": os.cpu_count(),
+            "walls_s": walls,
+            "median_s": med,
+            "with_over_without_time": ratio,
+        }
+        with open(args.json, "w") as f:
+            json.dump(payload, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
