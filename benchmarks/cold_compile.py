@@ -16,10 +16,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
+
+from time_to_result import _timed, cold_cache  # this folder: run as a script
 
 CHILD = """
 import sys
@@ -43,16 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for p in range(args.pairs):
             for variant in ("with", "without"):
-                env = dict(os.environ)
-                # no spaces: inductor (torch 2.13) passes the cache path to g++ unquoted
-                env["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(tmp, f"cache_{variant}_{p}")
+                env = cold_cache(dict(os.environ), tmp, f"cache_{variant}_{p}")
                 out = os.path.join(tmp, f"out_{variant}_{p}")
-                cmd = [sys.executable, "-c", CHILD, variant, args.seeds, str(args.steps), out]
-                t0 = time.perf_counter()
-                done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-                wall = time.perf_counter() - t0
-                if done.returncode != 0:
-                    raise SystemExit(f"{variant} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+                wall, _ = _timed([sys.executable, "-c", CHILD, variant, args.seeds, str(args.steps), out], env)
                 walls[variant].append(wall)
                 print(f"pair {p}: {variant:>7} the workaround {wall:7.1f} s", flush=True)
     med = {k: statistics.median(v) for k, v in walls.items()}

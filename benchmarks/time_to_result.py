@@ -53,6 +53,12 @@ print("imperative", runs, "runs", float(d_loss), float(g_loss))
 """
 
 
+def cold_cache(env: dict[str, str], folder: str, name: str) -> dict[str, str]:
+    """``env`` with ``TORCHINDUCTOR_CACHE_DIR`` at a fresh folder ``name`` under ``folder``
+    (no spaces in it: inductor, torch 2.13, passes the cache path to g++ unquoted)."""
+    return {**env, "TORCHINDUCTOR_CACHE_DIR": os.path.join(folder, name.replace(" ", "_"))}
+
+
 def _timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
     t0 = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -93,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                 for name, cmd in competitors.items():
                     env = dict(os.environ)
                     if args.cold and name == "funcgan":
-                        # no spaces: inductor (torch 2.13) passes the cache path to g++ unquoted
-                        env["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(tmp, f"cache-{job}-{r}".replace(" ", "_"))
+                        env = cold_cache(env, tmp, f"cache-{job}-{r}")
                     if name == "funcgan":
                         cmd = cmd + ["--out", os.path.join(tmp, f"{job}-{r}".replace(" ", "_"))]
                     wall, out = _timed(cmd, env)

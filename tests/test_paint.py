@@ -95,7 +95,7 @@ def test_no_matplotlib_here_starts_no_helper_and_writes_nothing(tmp_path, monkey
 
 
 @pytest.mark.parametrize("cores", [1, 2, 3])
-def test_the_default_draws_here_without_cores_to_spare(tmp_path, monkeypatch, cores):
+def test_the_default_draws_here_without_cores_to_spare(monkeypatch, cores):
     monkeypatch.setattr(paint, "usable_cores", lambda: cores)
     monkeypatch.delitem(sys.modules, "matplotlib", raising=False)
     p = paint.Painter()

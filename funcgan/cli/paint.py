@@ -152,8 +152,8 @@ class Painter:
                 self.why_in_process = "no matplotlib"
             elif "matplotlib" in sys.modules:
                 self.why_in_process = "matplotlib already imported here"
-            elif usable_cores() < HELPER_MIN_CORES:
-                self.why_in_process = f"{usable_cores()} core(s): a helper would slow training more than it saves"
+            elif (cores := usable_cores()) < HELPER_MIN_CORES:
+                self.why_in_process = f"{cores} core(s): a helper would slow training more than it saves"
             helper = self.why_in_process is None
         if helper:
             self._start()
