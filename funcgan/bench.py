@@ -27,9 +27,12 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
+import math
+import os
 import platform
 import pstats
 import resource
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +41,8 @@ import torch
 
 from funcgan import random as fr
 from funcgan import sweep, systems
+from funcgan.cli import options as O
+from funcgan.cli.options import CLIError
 from funcgan.step import init_state, make_train_step, step_key
 from funcgan.testing.reference import ReferenceRun, reference_step_for
 from funcgan.tree import tree_leaves, tree_map
@@ -346,10 +351,51 @@ def _print_profile(problem: str, eager: dict[str, float], compiled: dict[str, fl
 # ----------------------------------------------------------------------------- main
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]
+        raise CLIError(f"{self.prog}: {message}")
+
+
+def _checked(args: argparse.Namespace) -> tuple[list[str], list[int]]:
+    """The problems and sizes, every option checked before anything is timed (``CLIError`` otherwise)."""
+    problems = [p for p in args.problems.split(",") if p.strip()]
+    unknown = [p for p in problems if p not in systems.PROBLEMS]
+    if unknown or not problems:
+        raise CLIError(
+            f"--problems: unknown problem '{unknown[0] if unknown else args.problems}'; "
+            f"choose from {', '.join(systems.PROBLEMS)}"
+        )
+    items = [v for v in args.sizes.split(",") if v.strip()]
+    if not items:
+        raise CLIError("--sizes: no size given")
+    sizes = [O.parse_int("sizes", v) for v in items]
+    O.device(args.device)
+    for name in ("chunk", "imperative_steps", "steps_per_chunk", "steps_per_call", "repeats"):
+        O.parse_int(name.replace("_", "-"), getattr(args, name))
+    if not (math.isfinite(args.min_seconds) and args.min_seconds > 0):
+        raise CLIError(f"--min-seconds must be a finite number > 0, got {args.min_seconds}")
+    O.compile_settings(None, args.mode, args.device)
+    if args.json is not None:
+        parent = os.path.dirname(os.path.abspath(args.json))
+        if not os.path.isdir(parent) or os.path.isdir(args.json):
+            raise CLIError(
+                f"--json {args.json}: "
+                + ("is a directory" if os.path.isdir(args.json) else f"directory '{parent}' does not exist")
+            )
+    return problems, sizes
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="funcgan bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    """Run the benchmark; 0, or 2 with one line on stderr for bad input (before anything is timed)."""
+    try:
+        return _main(argv)
+    except CLIError as e:
+        print(f"funcgan: {e}" if not str(e).startswith("funcgan") else str(e), file=sys.stderr)
+        return 2
+
+
+def _main(argv) -> int:
+    ap = _Parser(prog="funcgan bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--problems", default="gaussian1d,mnist")
     ap.add_argument("--sizes", default="1,16,256,1024,4096")
     ap.add_argument("--device", default="cpu")
@@ -364,7 +410,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-jax", action="store_true")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    sizes = [int(s) for s in args.sizes.split(",")]
+    problems, sizes = _checked(args)
     results: dict[str, Any] = {
         "device": args.device,
         "torch": torch.__version__,
@@ -375,7 +421,7 @@ def main(argv=None) -> int:
     }
     if args.device.startswith("cuda"):
         results["gpu"] = torch.cuda.get_device_name()
-    for problem in args.problems.split(","):
+    for problem in problems:
         system = systems.make_system(problem, **SMALL.get(problem, {}))
         imperative = imperative_runner(system, args.device, args.imperative_steps)
         eager = eager_runner(system, args.device, max(20, args.imperative_steps // 4))

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["compile", "inductor_options", "TransposeThinBmm", "ChainCaller"]
+__all__ = ["compile", "check_settings", "inductor_options", "TransposeThinBmm", "ChainCaller"]
 
 
 @functools.cache
@@ -138,6 +138,36 @@ def inductor_options(kernel_threads: int | None = None) -> dict[str, Any]:
     return opts
 
 
+def check_settings(backend: str | Callable = "inductor", mode: str | None = None) -> None:
+    """Refuse a backend or mode ``torch.compile`` would reject late (at the first call) or ignore.
+
+    A string backend must be one of ``torch._dynamo.list_backends(exclude_tags=())`` (a callable
+    backend is the caller's own); a mode must be one of inductor's (``list_mode_options()``), and
+    only inductor takes one (``torch.compile`` drops the mode of any other backend silently).
+
+    Raises:
+        ValueError: naming the setting and the choices.
+    """
+    if isinstance(backend, str):
+        from torch._dynamo import list_backends
+
+        known = list_backends(exclude_tags=())
+        if backend not in known:
+            raise ValueError(
+                f"unknown torch.compile backend {backend!r}; e.g. inductor, aot_eager, eager "
+                "(all: torch._dynamo.list_backends(exclude_tags=()))"
+            )
+    if mode is None:
+        return
+    if backend != "inductor":
+        raise ValueError(f"a torch.compile mode applies to the inductor backend only (got backend {backend!r})")
+    from torch._inductor import list_mode_options
+
+    modes = list(list_mode_options())
+    if mode not in modes:
+        raise ValueError(f"unknown torch.compile mode {mode!r}; choose one of {', '.join(modes)}")
+
+
 def compile(
     fn: Callable, backend: str = "inductor", mode: str | None = None, kernel_threads: int | None = None, **kwargs: Any
 ) -> Callable:
@@ -152,7 +182,12 @@ def compile(
             the kernels are those of plain compilation.
         kernel_threads: threads of inductor's CPU kernels (default: torch's).
         **kwargs: more ``torch.compile`` arguments (override the defaults).
+
+    Raises:
+        ValueError: an unknown backend or mode, or a mode for a backend other than inductor
+            (:func:`check_settings`), before anything compiles.
     """
+    check_settings(backend, mode)
     kw: dict[str, Any] = {"fullgraph": True, "dynamic": False, "backend": backend, **kwargs}
     if backend == "inductor" and "options" not in kw:
         kw["options"] = inductor_options(kernel_threads)

@@ -47,7 +47,7 @@ import torch
 from torch.func import vmap
 
 from funcgan import random as fr
-from funcgan.compile import ChainCaller
+from funcgan.compile import ChainCaller, check_settings
 from funcgan.compile import compile as compile_step
 from funcgan.guard import Guard, guarded
 from funcgan.memory import CPU_CHUNK, Plan, fit_chunk, free_bytes, measure
@@ -188,6 +188,17 @@ def init_sweep(
     return states
 
 
+def _check_compile(who: str, compile: bool, backend: str, mode: str | None) -> None:
+    """Refuse, before anything runs, a compile setting that would fail late or be ignored."""
+    if not compile and mode is not None:
+        raise ValueError(f"{who}: mode={mode!r} is a torch.compile mode; it needs compile=True")
+    if compile:
+        try:
+            check_settings(backend, mode)
+        except ValueError as e:
+            raise ValueError(f"{who}: {e}") from None
+
+
 def make_sweep_step(
     gan: GAN,
     compile: bool = True,
@@ -206,7 +217,9 @@ def make_sweep_step(
         gan: the GAN.
         compile: wrap in ``torch.compile(..., fullgraph=True)`` (compile outermost).
         backend: ``"inductor"`` for speed; ``"aot_eager"`` traces the same graph without inductor.
-        mode: torch.compile mode (``"reduce-overhead"`` uses CUDA graphs).
+        mode: torch.compile mode (``"reduce-overhead"`` uses CUDA graphs); an unknown backend or
+            mode, or a mode without ``compile`` or with a backend other than inductor, is a
+            ``ValueError`` here, before anything compiles (:func:`funcgan.compile.check_settings`).
         guard: divergence criteria (default :class:`~funcgan.guard.Guard()`).
         lazy: which lazy penalties are on (see :func:`funcgan.step.make_train_step`); with
             ``steps_per_call > 1``, a list of one pattern per step.
@@ -223,6 +236,7 @@ def make_sweep_step(
     """
     if isinstance(steps_per_call, bool) or not isinstance(steps_per_call, int) or steps_per_call < 1:
         raise ValueError(f"sweep: steps_per_call must be an int >= 1, got {steps_per_call!r}")
+    _check_compile("sweep", compile, backend, mode)
     guard = guard or Guard()
     if phased and steps_per_call == 1 and _is_phased(gan.loop):
         return PhasedStep(gan, guard, lazy, compile, backend, mode, kernel_threads, vectorize)
@@ -492,6 +506,7 @@ def run(
         raise ValueError(f"sweep.run: log_every must be an int >= 1, got {log_every!r}")
     if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
         raise ValueError(f"sweep.run: checkpoint_every must be an int >= 1, got {checkpoint_every!r}")
+    _check_compile("sweep.run", compile, backend, mode)
     gan = system.gan
     points = list(points)
     check_points(gan, points)

@@ -145,3 +145,26 @@ def test_dtype_handler_built_once_answers_as_a_fresh_build_and_rebuilds_on_a_new
     finally:
         del utils.op_dtype_propagation_rules[name]
         delattr(Handler._instance, name)
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    ({"backend": "nope"}, "unknown torch.compile backend 'nope'"),
+    ({"mode": "eager"}, "unknown torch.compile mode 'eager'"),
+    ({"backend": "aot_eager", "mode": "reduce-overhead"}, "applies to the inductor backend only"),
+])
+def test_compile_refuses_a_backend_or_mode_torch_would_reject_late_or_drop(kwargs, needle):
+    """torch.compile checks a backend name only at the first call and drops the mode of a backend other
+    than inductor; funcgan refuses both when the step is made, before anything runs."""
+    with pytest.raises(ValueError, match=needle):
+        compile_step(lambda x: x + 1, **kwargs)
+    gan = systems.make_system("gaussian1d").gan
+    with pytest.raises(ValueError, match=needle):
+        sweep.make_sweep_step(gan, compile=True, **kwargs)
+    assert compile_step(lambda x: x + 1, backend="aot_eager")(torch.ones(2)).tolist() == [2.0, 2.0]
+    assert compile_step(lambda x: x + 1, mode="default") is not None
+
+
+def test_sweep_refuses_a_compile_mode_without_compile():
+    system = systems.make_system("gaussian1d")
+    with pytest.raises(ValueError, match="needs compile=True"):
+        sweep.run(system, sweep.grid([0]), steps=1, compile=False, mode="reduce-overhead")

@@ -31,6 +31,7 @@ __all__ = [
     "DTYPES",
     "device",
     "guard_from",
+    "compile_settings",
     "SWEEPABLE_FLAGS",
     "MAX_SEED",
 ]
@@ -126,6 +127,22 @@ def device(name: str | None) -> str:
     if dev.type not in ("cpu", "cuda"):
         raise CLIError(f"--device: funcgan runs on cpu or cuda, got '{name}'")
     return name
+
+
+def compile_settings(backend: str | None, mode: str | None, device_name: str) -> tuple[str, str | None]:
+    """``(backend, mode)`` of a compiled run, or ``CLIError``: an unknown backend or mode, a mode for a
+    backend other than inductor (torch.compile would drop it), or CUDA graphs off a GPU."""
+    from funcgan.compile import check_settings
+
+    backend = backend or "inductor"
+    for flag, args in (("backend", (backend,)), ("mode", (backend, mode))):
+        try:
+            check_settings(*args)
+        except ValueError as e:
+            raise CLIError(f"--{flag}: {e}")
+    if mode == "reduce-overhead" and not device_name.startswith("cuda"):
+        raise CLIError(f"--mode reduce-overhead makes CUDA graphs; the device is {device_name} (use --device cuda)")
+    return backend, mode
 
 
 # ----------------------------------------------------------------------------- argument groups

@@ -72,8 +72,11 @@ def _common_spec(
         chunk: int | str | None = "auto"  # the widest chunk that fits in free device memory
     else:
         chunk = O.parse_int("chunk-size", args.chunk_size) if args.chunk_size is not None else None
-    if args.mode is not None and not compiled:
-        raise CLIError("--mode needs a compiled run (--compile)")
+    for flag in ("mode", "backend"):
+        if getattr(args, flag) is not None and not compiled:
+            raise CLIError(f"--{flag} needs a compiled run (--compile)")
+    if compiled:
+        O.compile_settings(args.backend, args.mode, dev)
     guard = O.guard_from(args)
     spec = RunSpec(
         kind,
