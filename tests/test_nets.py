@@ -340,10 +340,13 @@ def test_batchnorm_eval_mode_uses_running_statistics():
     _, buffers = apply(params, buffers, x)  # one train-mode forward moves the statistics
     big, _ = apply(params, buffers, x[:64], train=False)
     small, _ = apply(params, buffers, x[:2], train=False)
-    assert torch.equal(big[:2], small)  # eval: the same z gives the same output at any batch size
+    # eval: the same z gives the same output at any batch size. Not bitwise: the Linear's GEMM may
+    # block 64 rows and 2 rows differently (seen once under load in CI); 1e-6 is float32 round-off
+    # on outputs of size ~1, while batch statistics in place of running ones move them by ~0.1-1.
+    torch.testing.assert_close(big[:2], small, rtol=1e-6, atol=1e-6)
     tb, _ = apply(params, buffers, x[:64])
     ts, _ = apply(params, buffers, x[:2])
-    assert not torch.allclose(tb[:2], ts)
+    assert (tb[:2] - ts).abs().max() > 1e-2  # train mode: batch statistics, so the batch size matters
 
 
 @pytest.mark.parametrize("make,match", [
