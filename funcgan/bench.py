@@ -351,11 +351,6 @@ def _print_profile(problem: str, eager: dict[str, float], compiled: dict[str, fl
 # ----------------------------------------------------------------------------- main
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # type: ignore[override]
-        raise CLIError(f"{self.prog}: {message}")
-
-
 def _checked(args: argparse.Namespace) -> tuple[list[str], list[int]]:
     """The problems and sizes, every option checked before anything is timed (``CLIError`` otherwise)."""
     problems = [p for p in args.problems.split(",") if p.strip()]
@@ -395,7 +390,7 @@ def main(argv=None) -> int:
 
 
 def _main(argv) -> int:
-    ap = _Parser(prog="funcgan bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = O.Parser(prog="funcgan bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--problems", default="gaussian1d,mnist")
     ap.add_argument("--sizes", default="1,16,256,1024,4096")
     ap.add_argument("--device", default="cpu")

@@ -18,15 +18,9 @@ import sys
 from collections.abc import Sequence
 
 from funcgan.cli.options import CLIError
+from funcgan.cli.options import Parser as _Parser
 
 __all__ = ["main", "build_parser", "CLIError"]
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (exit code 2)."""
-
-    def error(self, message: str):  # type: ignore[override]
-        raise CLIError(f"{self.prog}: {message}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,6 +20,7 @@ from funcgan.loops import LOOPS
 
 __all__ = [
     "CLIError",
+    "Parser",
     "add_problem_options",
     "add_run_options",
     "add_guard_options",
@@ -42,6 +43,13 @@ MAX_SEED = 2**63
 
 class CLIError(Exception):
     """Bad input: printed as one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``CLIError``, exit code 2)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise CLIError(f"{self.prog}: {message}")
 
 
 # ----------------------------------------------------------------------------- parsing helpers
@@ -129,8 +137,8 @@ def device(name: str | None) -> str:
     return name
 
 
-def compile_settings(backend: str | None, mode: str | None, device_name: str) -> tuple[str, str | None]:
-    """``(backend, mode)`` of a compiled run, or ``CLIError``: an unknown backend or mode, a mode for a
+def compile_settings(backend: str | None, mode: str | None, device_name: str) -> None:
+    """Check a compiled run's backend and mode; ``CLIError`` for an unknown backend or mode, a mode for a
     backend other than inductor (torch.compile would drop it), or CUDA graphs off a GPU."""
     from funcgan.compile import check_settings
 
@@ -142,7 +150,6 @@ def compile_settings(backend: str | None, mode: str | None, device_name: str) ->
             raise CLIError(f"--{flag}: {e}")
     if mode == "reduce-overhead" and not device_name.startswith("cuda"):
         raise CLIError(f"--mode reduce-overhead makes CUDA graphs; the device is {device_name} (use --device cuda)")
-    return backend, mode
 
 
 # ----------------------------------------------------------------------------- argument groups
