@@ -61,6 +61,7 @@ __all__ = [
     "check_state",
     "player_dtype",
     "HEALTH_KEYS",
+    "MAX_STEPS",
     "finish_step",
 ]
 
@@ -70,6 +71,9 @@ Data = tuple[torch.Tensor, ...]
 Initializer = Callable[..., tuple[nets.Params, nets.Buffers]]
 #: what the divergence guard keeps per run (see funcgan.guard)
 HEALTH_KEYS = ("diverged_at", "reason", "pinned")
+#: the most steps a run can take: step ``t``'s key is ``fold_in(key, t)`` with ``t`` taken mod 2**32,
+#: so a longer run would repeat its noise and its batches (see :func:`step_key`)
+MAX_STEPS = 2**32
 
 
 class Batch(NamedTuple):
@@ -379,7 +383,10 @@ def apply_gradients(player: PlayerState, grads: nets.Params, tx: GradientTransfo
 
 
 def step_key(state: TrainState) -> torch.Tensor:
-    """The key of the step about to be taken: ``fold_in(state.key, state.step)``."""
+    """The key of the step about to be taken: ``fold_in(state.key, state.step)``.
+
+    ``fold_in`` takes the step mod 2**32, so the keys of a run are distinct for its first
+    :data:`MAX_STEPS` steps; ``sweep.run`` and the CLI refuse to train further."""
     return fr.fold_in(state.key, state.step)
 
 

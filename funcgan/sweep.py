@@ -53,7 +53,7 @@ from funcgan.guard import Guard, guarded
 from funcgan.memory import CPU_CHUNK, Plan, fit_chunk, free_bytes, measure
 from funcgan.optim.base import InjectHyperparamsState
 from funcgan.optim.spec import OptimizerSpec
-from funcgan.step import GAN, Metrics, TrainState, check_state, init_state, make_train_step
+from funcgan.step import GAN, MAX_STEPS, Metrics, TrainState, check_state, init_state, make_train_step
 from funcgan.tree import tree_index, tree_leaves, tree_map
 
 __all__ = [
@@ -437,7 +437,7 @@ def plan_chunk(
 
 def logged_steps(steps: int, log_every: int) -> list[int]:
     """The steps ``1..steps`` whose metrics a run keeps: every ``log_every``-th and the last."""
-    return [t for t in range(1, steps + 1) if t % log_every == 0 or t == steps]
+    return list(range(log_every, steps + 1, log_every)) + ([steps] if steps % log_every else [])
 
 
 def _check_data(system) -> tuple[torch.Tensor, ...]:
@@ -500,8 +500,8 @@ def run(
     Returns:
         A :class:`SweepResult`.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"sweep.run: steps must be an int >= 1, got {steps!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+        raise ValueError(f"sweep.run: steps must be an int in [1, 2**32] (step keys repeat beyond it), got {steps!r}")
     if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
         raise ValueError(f"sweep.run: log_every must be an int >= 1, got {log_every!r}")
     if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):

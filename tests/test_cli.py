@@ -224,6 +224,13 @@ BAD_INPUT = [
     (["train", "--lr", "abc"], "not a comma-separated list of numbers"),
     (["train", "--steps", "0"], "--steps must be >= 1"),
     (["train", "--steps", "2.5"], "--steps: '2.5' is not an integer"),
+    (["train", "--steps", str(2**32 + 1)], "--steps must be at most 2**32 = 4,294,967,296"),
+    (["verify", "--steps", str(2**32 + 1)], "--steps must be at most 2**32"),
+    # a run's history of 2**32 steps logged every step (~256 GiB) cannot be held: refused, not OOM-killed
+    (["train", "--steps", str(2**32), "--log-every", "1"], "1 run(s) of 4,294,967,296 steps need about"),
+    (["sweep", "--seeds", "0:1000000000", "--steps", "1"], "1,000,000,000 run(s) of 1 steps need about"),
+    (["sweep", "--seeds", f"0:{2**63}", "--steps", "1"], "9,223,372,036,854,775,808 run(s) of 1 steps need"),
+    (["verify", "--problems", ","], "--problems: no problem given"),
     (["train", "--seed", "-1"], "--seed must be in [0, 9223372036854775808)"),
     (["train", "--seed", str(2**64)], "--seed must be in [0, 9223372036854775808)"),
     (["train", "--log-every", "0"], "--log-every must be >= 1"),

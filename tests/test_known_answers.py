@@ -101,6 +101,19 @@ def test_step_keys_differ_per_step_and_seed():
     assert len(keys) == 1000
 
 
+def test_step_keys_repeat_past_max_steps_so_sweep_run_refuses_longer_runs():
+    from funcgan.step import MAX_STEPS
+
+    k = fr.key(7)
+    step = torch.tensor([0, 1, MAX_STEPS - 1, MAX_STEPS, MAX_STEPS + 1])
+    ks = fr.fold_in(k.expand(5, 2), step)
+    assert torch.equal(ks[3], ks[0]) and torch.equal(ks[4], ks[1])  # the bound is real: step 2**32 is step 0
+    assert not torch.equal(ks[2], ks[0])
+    system = systems.make_system("gaussian1d")
+    with pytest.raises(ValueError, match=r"steps must be an int in \[1, 2\*\*32\]"):
+        sweep.run(system, sweep.grid([0]), steps=MAX_STEPS + 1)
+
+
 # ----------------------------------------------------------------------------- optimizers x schedules x decay
 
 SCHEDULES = [

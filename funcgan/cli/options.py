@@ -17,6 +17,7 @@ from funcgan import losses, systems
 from funcgan import penalties as P
 from funcgan.guard import Guard
 from funcgan.loops import LOOPS
+from funcgan.step import MAX_STEPS
 
 __all__ = [
     "CLIError",
@@ -28,6 +29,8 @@ __all__ = [
     "build_system",
     "grid_values",
     "parse_seeds",
+    "seed_count",
+    "parse_steps",
     "parse_floats",
     "DTYPES",
     "device",
@@ -99,8 +102,19 @@ def parse_int(name: str, value: Any, low: int = 1, high: int | None = None) -> i
     return v
 
 
-def parse_seeds(spec: str) -> list[int]:
-    """``"0:256"`` (a range), ``"3"`` (one seed) or ``"1,5,9"`` (a list) -> seeds in [0, 2**63)."""
+def parse_steps(value: Any) -> int:
+    """``--steps``: an int in ``[1, 2**32]``; beyond it a run's step keys would repeat (``step.MAX_STEPS``)."""
+    v = parse_int("steps", value)
+    if v > MAX_STEPS:
+        raise CLIError(f"--steps must be at most 2**32 = {MAX_STEPS:,} (a run's step keys repeat beyond it), got {v:,}")
+    return v
+
+
+def parse_seeds(spec: str) -> range | list[int]:
+    """``"0:256"`` (a range), ``"3"`` (one seed) or ``"1,5,9"`` (a list) -> seeds in [0, 2**63).
+
+    A range stays a ``range`` (``0:1000000000`` is not a list of a billion ints in memory): count it
+    with :func:`seed_count`, which does not overflow as ``len`` does beyond 2**63 - 1."""
     spec = str(spec).strip()
     try:
         if ":" in spec:
@@ -108,19 +122,25 @@ def parse_seeds(spec: str) -> list[int]:
             lo, hi = int(a), int(b)
             if lo < 0 or hi > MAX_SEED:
                 raise CLIError(f"--seeds: seeds must be in [0, 2**63), got '{spec}'")
-            seeds = list(range(lo, hi))
+            seeds: range | list[int] = range(lo, hi)
         else:
             seeds = [int(s) for s in spec.split(",") if s.strip()]
     except ValueError:
         raise CLIError(f"--seeds: bad value '{spec}'; use START:STOP or a comma list of integers")
-    if not seeds:
+    if seed_count(seeds) == 0:
         raise CLIError(f"--seeds '{spec}' gives no seeds")
-    if len(set(seeds)) != len(seeds):
-        raise CLIError(f"--seeds '{spec}' repeats a seed")
-    bad = [s for s in seeds if not 0 <= s < MAX_SEED]
-    if bad:
-        raise CLIError(f"--seeds: seeds must be in [0, 2**63), got {bad[0]}")
+    if isinstance(seeds, list):
+        if len(set(seeds)) != len(seeds):
+            raise CLIError(f"--seeds '{spec}' repeats a seed")
+        bad = [s for s in seeds if not 0 <= s < MAX_SEED]
+        if bad:
+            raise CLIError(f"--seeds: seeds must be in [0, 2**63), got {bad[0]}")
     return seeds
+
+
+def seed_count(seeds: range | list[int]) -> int:
+    """How many seeds :func:`parse_seeds` gave."""
+    return max(0, seeds.stop - seeds.start) if isinstance(seeds, range) else len(seeds)
 
 
 def device(name: str | None) -> str:

@@ -114,7 +114,8 @@ def _resume(args: argparse.Namespace, kind: str) -> tuple[RunSpec, Path, Path]:
             )
     if kind == "sweep" and args.seeds is not None:
         seeds = O.parse_seeds(args.seeds)
-        if sorted(set(seeds)) != sorted({p["seed"] for p in spec.points}):
+        had = {p["seed"] for p in spec.points}
+        if O.seed_count(seeds) != len(had) or set(seeds) != had:
             raise CLIError("--seeds: a resumed sweep keeps its seeds (the checkpoint has a different set)")
     if (
         kind == "train"
@@ -123,7 +124,7 @@ def _resume(args: argparse.Namespace, kind: str) -> tuple[RunSpec, Path, Path]:
     ):
         raise CLIError(f"--seed: the resumed run is seed {spec.points[0]['seed']}")
     if args.steps is not None:
-        steps = O.parse_int("steps", args.steps)
+        steps = O.parse_steps(args.steps)
         spec.steps = steps
     if args.log_every is not None and O.parse_int("log-every", args.log_every) != spec.log_every:
         raise CLIError(f"--log-every: a resumed {kind} keeps its settings (the checkpoint has {spec.log_every})")
@@ -179,13 +180,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         spec, file, out = _resume(args, "train")
         system = O.build_system(spec.config)
+        _check_host_memory(system, 1, spec.steps, spec.dtype, spec.log_every)
         resume_file: Path | None = file
     else:
         cfg = O.system_config(args)
         system = O.build_system(cfg)
         seed = O.parse_int("seed", args.seed, 0, O.MAX_SEED) if args.seed is not None else 0
-        steps = O.parse_int("steps", args.steps) if args.steps is not None else system.default_steps
+        steps = O.parse_steps(args.steps) if args.steps is not None else system.default_steps
         spec = _common_spec(args, "train", cfg, [{"seed": seed}], steps)
+        _check_host_memory(system, 1, steps, spec.dtype, spec.log_every)
         out = prepare_out(args.out)
         resume_file = None
     seed = spec.points[0]["seed"]
@@ -278,6 +281,47 @@ def _restarted_checkpoint(args: argparse.Namespace, rank: int, world: int) -> Pa
     return own if (own / CHECKPOINT).exists() else None
 
 
+#: host bytes a run takes besides its state (its point, result row, summaries): a generous guess
+RUN_OVERHEAD_BYTES = 16 * 1024
+
+
+def host_available_bytes() -> int | None:
+    """Memory a new allocation can use on this host (``MemAvailable``), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _check_host_memory(system, n_runs: int, steps: int, dtype: str, log_every: int) -> None:
+    """Refuse a sweep whose runs cannot all be held in this host's memory, before any is made.
+
+    Every run's state lives on the host for the whole sweep (chunks are copied out to the
+    device and back), twice while a chunk's new state replaces the old, with its float64
+    metrics history (8 rows of ``steps / log_every``) and its bookkeeping beside it."""
+    from funcgan import random as fr
+    from funcgan.step import init_state
+    from funcgan.tree import tree_leaves
+
+    one = init_state(system.gan, fr.key(0), O.DTYPES[dtype])
+    state_bytes = sum(x.numel() * x.element_size() for x in tree_leaves(one))
+    per_run = 2 * state_bytes + 8 * 8 * -(-steps // log_every) + RUN_OVERHEAD_BYTES
+    free = host_available_bytes()
+    if free is not None and n_runs * per_run > 0.8 * free:
+        raise CLIError(
+            f"{n_runs:,} run(s) of {steps:,} steps need about {n_runs * per_run / 2**30:,.1f} GiB of host memory "
+            f"({per_run / 2**10:,.0f} KiB a run); {free / 2**30:,.1f} GiB is available. Train fewer runs at a "
+            f"time (several --seeds ranges), fewer steps, or a larger --log-every"
+        )
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from funcgan.cli import shard
 
@@ -298,19 +342,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             args.resume = args.resume if world == 1 else str(Path(args.resume) / f"rank{rank}")
             spec, file, out = _resume(args, "sweep")
         system = O.build_system(spec.config)
+        _check_host_memory(system, len(spec.points), spec.steps, spec.dtype, spec.log_every)
         resume_file: Path | None = file
         all_points = spec.meta().get("all_points") or spec.points
     else:
         cfg = O.system_config(args, sweep=True)
         system = O.build_system(cfg)
         axes = O.grid_values(args, system.gan)
-        seeds = O.parse_seeds(args.seeds) if args.seeds is not None else list(range(256))
+        seeds = O.parse_seeds(args.seeds) if args.seeds is not None else range(256)
+        steps = O.parse_steps(args.steps) if args.steps is not None else system.default_steps
+        n_runs = O.seed_count(seeds) * math.prod(len(v) for v in axes.values())
+        log_every = O.parse_int("log-every", args.log_every) if args.log_every is not None else 10
+        _check_host_memory(system, n_runs, steps, args.dtype or "float32", log_every)
         all_points = sweep.grid(seeds, **axes)
         try:
             sweep.check_points(system.gan, all_points)
         except ValueError as e:
             raise CLIError(str(e))
-        steps = O.parse_int("steps", args.steps) if args.steps is not None else system.default_steps
         lo, hi = shard.shard(len(all_points), rank, world)
         spec = _common_spec(args, "sweep", cfg, all_points[lo:hi], steps)
         out_dir = args.out if world == 1 or args.out is None else str(Path(args.out) / f"rank{rank}")

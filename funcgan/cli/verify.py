@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from funcgan import systems, testing
-from funcgan.cli.options import DTYPES, CLIError, parse_int
+from funcgan.cli.options import DTYPES, MAX_SEED, CLIError, parse_int, parse_steps
 
 __all__ = ["add_parser", "cmd_verify"]
 
@@ -30,6 +30,8 @@ SMALL = {
 
 def cmd_verify(args: argparse.Namespace) -> int:
     problems = [p for p in args.problems.split(",") if p]
+    if not problems:
+        raise CLIError(f"--problems: no problem given; choose from {', '.join(systems.PROBLEMS)}")
     for p in problems:
         if p not in systems.PROBLEMS:
             raise CLIError(f"unknown problem '{p}'; choose one of {', '.join(systems.PROBLEMS)}")
@@ -38,7 +40,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if name not in DTYPES:
             raise CLIError(f"--dtypes: unknown dtype '{name}'; choose from {', '.join(DTYPES)}")
         dtypes.append(DTYPES[name])
-    steps, seed = parse_int("steps", args.steps), parse_int("seed", args.seed, 0)
+    steps, seed = parse_steps(args.steps), parse_int("seed", args.seed, 0, MAX_SEED)
     print(f"functional step vs imperative reference, {steps} steps, same keys (max abs differences)")
     print(f"{'problem':<12}{'dtype':<9}{'params':>11}{'buffers':>11}{'moments':>11}{'losses':>11}  result")
     failed = False
