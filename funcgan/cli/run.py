@@ -61,12 +61,17 @@ def choose_compile(args: argparse.Namespace, run_steps: int, device: str) -> tup
     return False, f"eager ({run_steps:,} run-steps do not earn back a compile; --compile to compile)"
 
 
+def _log_every(args: argparse.Namespace) -> int:
+    """``--log-every``, 10 when not given."""
+    return O.parse_int("log-every", args.log_every) if args.log_every is not None else 10
+
+
 def _common_spec(
     args: argparse.Namespace, kind: str, cfg: dict[str, Any], points: list[dict[str, Any]], steps: int
 ) -> RunSpec:
     dev = O.device(args.device)
     compiled, why = choose_compile(args, len(points) * steps, dev)
-    log_every = O.parse_int("log-every", args.log_every) if args.log_every is not None else 10
+    log_every = _log_every(args)
     every = O.parse_int("checkpoint-every", args.checkpoint_every) if args.checkpoint_every is not None else 500
     if args.chunk_size == "auto" or (args.chunk_size is None and dev.startswith("cuda") and compiled):
         chunk: int | str | None = "auto"  # the widest chunk that fits in free device memory
@@ -352,8 +357,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         seeds = O.parse_seeds(args.seeds) if args.seeds is not None else range(256)
         steps = O.parse_steps(args.steps) if args.steps is not None else system.default_steps
         n_runs = O.seed_count(seeds) * math.prod(len(v) for v in axes.values())
-        log_every = O.parse_int("log-every", args.log_every) if args.log_every is not None else 10
-        _check_host_memory(system, n_runs, steps, args.dtype or "float32", log_every)
+        _check_host_memory(system, n_runs, steps, args.dtype or "float32", _log_every(args))
         all_points = sweep.grid(seeds, **axes)
         try:
             sweep.check_points(system.gan, all_points)
