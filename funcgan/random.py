@@ -28,7 +28,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
+
+from funcgan._mode import plain_cpu_tensors
 
 __all__ = [
     "key",
@@ -69,11 +72,39 @@ def _block(k0: torch.Tensor, k1: torch.Tensor, c: torch.Tensor) -> tuple[torch.T
 
     Each word mixes the counter with both key words through three avalanche
     rounds, along two separate paths, so the pair carries 64 bits.
+
+    Plainly eager on the CPU the same integer ops run in numpy (:func:`_block_numpy`),
+    where a small op costs a fraction of a dispatched torch op (an eager step hashes
+    through ~7 calls); integer arithmetic is exact, so both give the same bits
+    (``tests/test_random.py``).
     """
+    if plain_cpu_tensors(k0, k1, c):
+        return _block_numpy(k0, k1, c)
     # both paths in one stacked tensor: the same ops, half the calls (what an eager step pays for)
     a, b = c ^ k0, c ^ k1 ^ _C_WORD1  # the counters' shape broadcast with the key's
     x = _mix(_mix(_mix(torch.stack([a, b])) ^ torch.stack([k1.expand(a.shape), k0.expand(a.shape)])) ^ _C_OUT)
     return x[0], x[1]
+
+
+def _mix_numpy(x: np.ndarray) -> np.ndarray:
+    """:func:`_mix` of a fresh int64 array (or numpy scalar), in place."""
+    x ^= x >> 16
+    x *= _M1
+    x &= _MASK
+    x ^= x >> 15
+    x *= _M2
+    x &= _MASK
+    x ^= x >> 16
+    return x
+
+
+def _block_numpy(k0: torch.Tensor, k1: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_block` in numpy int64 arithmetic, the two paths apart (a numpy op is cheap; stacking is not)."""
+    n0, n1, nc = k0.numpy(), k1.numpy(), c.numpy()
+    w0 = _mix_numpy(_mix_numpy(_mix_numpy(nc ^ n0) ^ n1) ^ _C_OUT)
+    w1 = _mix_numpy(_mix_numpy(_mix_numpy(nc ^ n1 ^ _C_WORD1) ^ n0) ^ _C_OUT)
+    # 0-d inputs give numpy scalars (which ``x ^= y`` rebinds, never mutating an input)
+    return torch.from_numpy(np.asarray(w0)), torch.from_numpy(np.asarray(w1))
 
 
 def _words(k: Key) -> tuple[torch.Tensor, torch.Tensor]:

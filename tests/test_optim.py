@@ -241,3 +241,47 @@ def test_compiled_update_does_not_recompile_across_steps_and_lrs():
         compiled(p, s2, g)
     for k in p:
         torch.testing.assert_close(comp_p[k], eager_p[k], rtol=1e-6, atol=1e-7)
+
+
+class _PassThrough(torch.overrides.TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+def _trajectories_agree(make_tx, shapes, steps, seed, dtype):
+    """Whether the eager ``torch._foreach_*`` route (plain dicts of one dtype) gives, bit for bit, the
+    per-leaf route that traced code takes (forced here by an active torch function mode)."""
+    p = {k: v.to(dtype) for k, v in S.make_params(shapes, torch.float64, seed).items()}
+    g = [{k: v.to(dtype) for k, v in x.items()} for x in S.make_grads(p, steps, seed)]
+    fast, fast_state = _run_funcgan(make_tx(), p, g)
+    with _PassThrough():
+        slow, slow_state = _run_funcgan(make_tx(), p, g)
+    same = all(torch.equal(a[k], b[k]) for a, b in zip(fast, slow) for k in a)
+    from funcgan.tree import tree_leaves
+    return same and all(torch.equal(a, b) for a, b in zip(tree_leaves(fast_state), tree_leaves(slow_state)))
+
+
+@given(shapes=S.param_shapes, steps=st.integers(1, 6), seed=S.seeds, lr=S.learning_rates, wd=S.weight_decays,
+       amsgrad=st.booleans(), dtype=st.sampled_from([torch.float32, torch.float64]),
+       kind=st.sampled_from(["adam", "adamw", "injected adam", "injected adamw"]))
+def test_eager_foreach_adam_is_bitwise_the_per_leaf_adam(shapes, steps, seed, lr, wd, amsgrad, dtype, kind):
+    """Exact: on the CPU a foreach op is a loop over the same single-tensor kernel. The injected forms
+    hold their hyper-parameters as 0-d tensors (the foreach ops' tensor-scalar overloads)."""
+    base = optim.adamw if kind.endswith("adamw") else optim.adam
+    make = optim.inject_hyperparams(base) if kind.startswith("injected") else base
+    assert _trajectories_agree(lambda: make(lr, (0.5, 0.99), 1e-8, wd, amsgrad), shapes, steps, seed, dtype)
+
+
+def test_foreach_route_is_taken_eagerly_and_a_wrong_one_is_caught(monkeypatch):
+    from funcgan.optim import transforms as T
+
+    calls = []
+    real = T._adam_foreach
+    monkeypatch.setattr(T, "_adam_foreach", lambda *a: calls.append(1) or real(*a))
+    make = lambda: optim.adam(1e-2, (0.5, 0.99))  # noqa: E731
+    assert _trajectories_agree(make, [(3, 2), (4,)], 3, 0, torch.float32)
+    assert len(calls) == 3  # the plain run took the foreach route at every step, the traced form never
+    # negative control: a foreach route that forgets the second moment's bias correction is caught
+    monkeypatch.setattr(T, "_adam_foreach", lambda names, trees, c, *a: real(
+        names, trees, T._PerDtype(**{**c.values, "bc2_sqrt": 1.0}), *a))
+    assert not _trajectories_agree(make, [(3, 2), (4,)], 3, 0, torch.float32)

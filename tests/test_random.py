@@ -175,3 +175,48 @@ def test_fold_in_broadcasts_data_against_one_key_and_against_stacked_keys():
     for i in range(3):
         assert torch.equal(both[i], fr.fold_in(ks[i], 7 + i))
     assert fr.fold_in(k, torch.tensor([5])).shape == (1, 2)
+
+
+def _draws(k, shape):
+    """Every public draw of ``k``: keys (split, fold_in by an int and by a tensor), words, floats."""
+    a, b = fr.split(k)[..., 0, :], fr.split(k, 3)[..., 2, :]
+    return (
+        fr.split(k, 5), fr.fold_in(k, 123), fr.fold_in(a, torch.tensor(2**32 - 1)), fr.bits(b, shape),
+        fr.randint(k, shape, 3, 70_000), fr.uniform(a, shape), fr.uniform(b, shape, torch.float64),
+        fr.normal(k, shape), fr.normal(a, shape, torch.float64), fr.normal(b, shape, torch.bfloat16),
+    )
+
+
+class _PassThrough(torch.overrides.TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+def _routes_agree(seed, shape, width):
+    """Whether the numpy route of the key hash (plainly eager, CPU) gives the torch route's bits."""
+    k = fr.key(seed) if width is None else fr.split(fr.key(seed), width)
+    fast = _draws(k, shape)
+    with _PassThrough():  # any active mode sends the hash through torch
+        slow = _draws(k, shape)
+    return all(f.dtype == s.dtype and torch.equal(f, s) for f, s in zip(fast, slow))
+
+
+@given(seed=st.integers(0, 2**63 - 1), shape=S.shapes, width=st.sampled_from([None, 1, 3]))
+def test_numpy_route_of_the_hash_gives_the_torch_route_bits(seed, shape, width):
+    """Exact: the hash is integer arithmetic below 2**63 in both libraries."""
+    assert _routes_agree(seed, shape, width)
+
+
+def test_numpy_route_is_taken_eagerly_and_a_wrong_one_is_caught(monkeypatch):
+    calls = []
+    real = fr._block_numpy
+    k, keys = fr.key(1), fr.split(fr.key(1), 2)
+    monkeypatch.setattr(fr, "_block_numpy", lambda *a: calls.append(1) or real(*a))
+    fr.normal(k, (4,))
+    assert len(calls) == 1  # plain eager: numpy
+    torch.func.vmap(lambda k: fr.normal(k, (4,)))(keys)
+    torch.compile(lambda k: fr.normal(k, (4,)), backend="eager", fullgraph=True)(k)
+    assert len(calls) == 1  # under vmap and compile: torch
+    # negative control: a numpy route whose counters differ in their lowest bit is caught
+    monkeypatch.setattr(fr, "_block_numpy", lambda k0, k1, c: real(k0, k1, c ^ 1))
+    assert not _routes_agree(5, (8,), None)

@@ -211,6 +211,48 @@ def test_guard_threshold_boundaries():
     assert theta == 1.0
 
 
+class _PassThrough(torch.overrides.TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+def _guarded_run(step, state, steps, traced_form):
+    out = []
+    for _ in range(steps):
+        if traced_form:
+            with _PassThrough():  # any active mode: the guard selects by tree_where, as a traced step does
+                state, metrics = step(state, ())
+        else:
+            state, metrics = step(state, ())
+        out.append(metrics)
+    return state, out
+
+
+@pytest.mark.parametrize("disc_lr,window", [(1e-3, None), (5.0, 2)])
+def test_eager_guard_shortcut_gives_the_traced_guards_states_and_metrics(disc_lr, window, monkeypatch):
+    """Exact: a healthy eager step returns ``new`` itself, what ``tree_where(True, new, old)`` selects;
+    the pinned case (flagged after a few steps, then frozen with NaN metrics) runs both branches."""
+    selections = []
+    real = G.tree_where
+    monkeypatch.setattr(G, "tree_where", lambda *a: selections.append(1) or real(*a))
+    system = systems.make_system("gaussian1d", disc_lr=disc_lr)
+    guard = G.Guard(max_param=None, max_output=None, pinned_window=window or 100)
+    step = G.guarded(make_train_step(system.gan), guard, system.gan.loop.objective.saturation)
+    state = init_state(system.gan, fr.key(3))
+    fast, fast_m = _guarded_run(step, state, 40, traced_form=False)
+    shortcut_selections = len(selections)
+    slow, slow_m = _guarded_run(step, state, 40, traced_form=True)
+    # the comparison is not vacuous: eager took the shortcut (selected only once a run was flagged)
+    assert len(selections) - shortcut_selections == 40 and shortcut_selections < 40
+    assert (shortcut_selections == 0) == (window is None)
+    assert _equal(fast, slow)
+    for a, b in zip(fast_m, slow_m):
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, equal_nan=True)
+    assert (int(fast.health["diverged_at"]) >= 0) == (window is not None)
+
+
 # ----------------------------------------------------------------------------- checkpoints and resume
 
 

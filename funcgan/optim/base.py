@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from funcgan._mode import flat_keys
 from funcgan.tree import PyTree, tree_map
 
 __all__ = [
@@ -94,7 +95,11 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
 
 
 def apply_updates(params: PyTree, updates: PyTree) -> PyTree:
-    """``params + updates`` leaf-wise, keeping each parameter's dtype."""
+    """``params + updates`` leaf-wise, keeping each parameter's dtype (eager over flat dicts of one
+    dtype: one ``torch._foreach_add``, the same bits)."""
+    names = flat_keys(params, updates)
+    if names is not None:
+        return dict(zip(names, torch._foreach_add([params[k] for k in names], [updates[k] for k in names])))
     return tree_map(lambda p, u: (p + u).to(p.dtype), params, updates)
 
 

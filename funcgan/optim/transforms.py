@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import torch
 
 from funcgan._checks import check_interval, check_positive
+from funcgan._mode import flat_keys
 from funcgan.optim.base import EmptyState, GradientTransformation, Scalar
 from funcgan.tree import PyTree, tree_leaves, tree_map
 
@@ -162,6 +163,12 @@ def scale_by_adam(
             raise ValueError(f"{fn}: decoupled_weight_decay needs params in update()")
 
         c = _PerDtype(one_b1=1.0 - b1, b2=b2, one_b2=1.0 - b2, eps=eps, bc2_sqrt=bc2_sqrt, step=-step_size)
+        wd = lr * _f64(decoupled_weight_decay, device) if decay else None
+        trees = (grads, state.mu, state.nu) + ((state.nu_max,) if amsgrad else ()) + ((params,) if decay else ())
+        names = flat_keys(*trees)
+        if names is not None:
+            return _adam_foreach(names, trees, c, amsgrad, wd, count)
+
         mu = tree_map(lambda m, g: torch.lerp(m, g, c("one_b1", g)), state.mu, grads)
         nu = tree_map(lambda v, g: v * c("b2", g) + (c("one_b2", g) * g) * g, state.nu, grads)
         if amsgrad:
@@ -176,12 +183,36 @@ def scale_by_adam(
             return (c("step", m) * m) / denom
 
         updates = tree_map(direction, mu, denom_src)
-        if decay:
-            wd = lr * _f64(decoupled_weight_decay, device)
+        if wd is not None:
             updates = tree_map(lambda u, p: u - wd.to(p.dtype) * p, updates, params)
         return updates, ScaleByAdamState(count, mu, nu, nu_max)
 
     return GradientTransformation(init, update)
+
+
+def _adam_foreach(
+    names: list[str], trees: tuple, c: _PerDtype, amsgrad: bool, wd: torch.Tensor | None, count: torch.Tensor
+) -> tuple[PyTree, ScaleByAdamState]:
+    """:func:`scale_by_adam`'s update, op for op, as ``torch._foreach_*`` ops over flat dicts of one
+    dtype (:func:`funcgan._mode.flat_keys`); ``trees`` is ``(grads, mu, nu[, nu_max][, params])``."""
+    g, mu_old, nu_old = ([tree[k] for k in names] for tree in trees[:3])
+    like = g[0]
+    mu = torch._foreach_lerp(mu_old, g, c("one_b1", like))
+    sq = torch._foreach_mul(g, c("one_b2", like))
+    torch._foreach_mul_(sq, g)
+    nu = torch._foreach_mul(nu_old, c("b2", like))
+    torch._foreach_add_(nu, sq)
+    src = torch._foreach_maximum([trees[3][k] for k in names], nu) if amsgrad else nu
+    denom = torch._foreach_add(src, torch.finfo(like.dtype).tiny)  # _safe_sqrt
+    torch._foreach_sqrt_(denom)
+    torch._foreach_div_(denom, c("bc2_sqrt", like))
+    torch._foreach_add_(denom, c("eps", like))
+    updates = torch._foreach_mul(mu, c("step", like))
+    torch._foreach_div_(updates, denom)
+    if wd is not None:
+        torch._foreach_sub_(updates, torch._foreach_mul([trees[-1][k] for k in names], wd.to(like.dtype)))
+    nu_max = dict(zip(names, src)) if amsgrad else {}
+    return dict(zip(names, updates)), ScaleByAdamState(count, dict(zip(names, mu)), dict(zip(names, nu)), nu_max)
 
 
 class TraceState(NamedTuple):

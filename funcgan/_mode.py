@@ -1,0 +1,58 @@
+"""Whether code runs plainly eager: the test behind funcgan's eager-only shortcuts.
+
+An eager step pays for every kernel call, so a few places take a cheaper route that gives the
+same values when nothing traces or transforms the call: plain autograd instead of
+``torch.func.grad`` (:func:`funcgan.step.update_player`), the key hash in numpy
+(:mod:`funcgan.random`), and a guard that selects the new state by one host-side test instead of
+one ``torch.where`` per leaf (:func:`funcgan.guard.check`), and Adam and ``apply_updates`` as
+``torch._foreach_*`` ops over all leaves (:func:`flat_keys`). Each shortcut must be invisible: the
+same numbers, bit for bit, as the traced form.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+__all__ = ["plain_eager", "plain_cpu_tensors", "flat_keys"]
+
+
+def plain_eager() -> bool:
+    """True when no ``torch.compile`` trace, ``torch.func`` transform (``vmap``, ``grad``), Python
+    dispatch mode (``make_fx``, ``FakeTensorMode``, a user's ``TorchDispatchMode``) or torch function
+    mode is active: tensors here hold concrete values that may be read or moved off torch."""
+    return (
+        not torch.compiler.is_compiling()
+        and torch._C._functorch.maybe_current_level() is None
+        and torch._C._len_torch_dispatch_stack() == 0
+        and not torch._C._is_torch_function_mode_enabled()
+    )
+
+
+def plain_cpu_tensors(*xs: torch.Tensor) -> bool:
+    """Whether every ``x`` is a plain (not subclassed) CPU tensor that needs no grad, in a
+    :func:`plain_eager` context: one whose values numpy can share."""
+    return plain_eager() and all(type(x) is torch.Tensor and x.device.type == "cpu" and not x.requires_grad for x in xs)
+
+
+def flat_keys(*trees: Any) -> list[str] | None:
+    """The keys of ``trees`` when each is a non-empty flat dict of plain tensors of one dtype, all with
+    the same keys, in a :func:`plain_eager` call; else None.
+
+    Then an update may run as ``torch._foreach_*`` ops over the leaf lists: on the CPU each is a
+    C++ loop over the same single-tensor kernel, so the same bits as one call per leaf, with one
+    Python dispatch for all the leaves (what an eager step pays for).
+    """
+    first = trees[0]
+    if not (type(first) is dict and first and plain_eager()):
+        return None
+    names = list(first)
+    dtype = first[names[0]].dtype
+    for tree in trees:
+        if type(tree) is not dict or list(tree) != names:
+            return None
+        for x in tree.values():
+            if type(x) is not torch.Tensor or x.dtype != dtype:
+                return None
+    return names
