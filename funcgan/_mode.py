@@ -19,11 +19,13 @@ __all__ = ["plain_eager", "plain_cpu_tensors", "flat_keys"]
 
 
 def plain_eager() -> bool:
-    """True when no ``torch.compile`` trace, ``torch.func`` transform (``vmap``, ``grad``), Python
-    dispatch mode (``make_fx``, ``FakeTensorMode``, a user's ``TorchDispatchMode``) or torch function
-    mode is active: tensors here hold concrete values that may be read or moved off torch."""
+    """True when no ``torch.compile`` trace, ``torch.jit.trace``, ``torch.func`` transform (``vmap``,
+    ``grad``), Python dispatch mode (``make_fx``, ``FakeTensorMode``, a user's ``TorchDispatchMode``)
+    or torch function mode is active: tensors here hold concrete values that may be read or moved
+    off torch without a tracer missing it."""
     return (
         not torch.compiler.is_compiling()
+        and not torch.jit.is_tracing()
         and torch._C._functorch.maybe_current_level() is None
         and torch._C._len_torch_dispatch_stack() == 0
         and not torch._C._is_torch_function_mode_enabled()

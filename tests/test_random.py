@@ -220,3 +220,15 @@ def test_numpy_route_is_taken_eagerly_and_a_wrong_one_is_caught(monkeypatch):
     # negative control: a numpy route whose counters differ in their lowest bit is caught
     monkeypatch.setattr(fr, "_block_numpy", lambda k0, k1, c: real(k0, k1, c ^ 1))
     assert not _routes_agree(5, (8,), None)
+
+
+def test_a_jit_traced_draw_follows_its_key():
+    """Under ``torch.jit.trace`` the hash stays in torch ops: a numpy route would bake the traced key's
+    numbers into the graph as constants, and another key would give the same numbers."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's warnings about Python values
+        traced = torch.jit.trace(lambda k: fr.normal(fr.fold_in(k, 1), (4,)), (fr.key(3),), check_trace=False)
+    for seed in (3, 4):
+        assert torch.equal(traced(fr.key(seed)), fr.normal(fr.fold_in(fr.key(seed), 1), (4,)))
