@@ -39,12 +39,14 @@ def plain_cpu_tensors(*xs: torch.Tensor) -> bool:
 
 
 def flat_keys(*trees: Any) -> list[str] | None:
-    """The keys of ``trees`` when each is a non-empty flat dict of plain tensors of one dtype, all with
-    the same keys, in a :func:`plain_eager` call; else None.
+    """The keys of ``trees`` when each is a non-empty flat dict of plain CPU tensors of one dtype that
+    need no grad, all with the same keys, in a :func:`plain_eager` call; else None.
 
     Then an update may run as ``torch._foreach_*`` ops over the leaf lists: on the CPU each is a
     C++ loop over the same single-tensor kernel, so the same bits as one call per leaf, with one
-    Python dispatch for all the leaves (what an eager step pays for).
+    Python dispatch for all the leaves (what an eager step pays for). CUDA's fused multi-tensor
+    kernels are not proven bitwise equal, and Adam's foreach ops run in place (an update that is
+    differentiated through needs its inputs kept), so both stay per leaf.
     """
     first = trees[0]
     if not (type(first) is dict and first and plain_eager()):
@@ -55,6 +57,6 @@ def flat_keys(*trees: Any) -> list[str] | None:
         if type(tree) is not dict or list(tree) != names:
             return None
         for x in tree.values():
-            if type(x) is not torch.Tensor or x.dtype != dtype:
+            if type(x) is not torch.Tensor or x.dtype != dtype or x.requires_grad or x.device.type != "cpu":
                 return None
     return names

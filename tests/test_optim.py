@@ -285,3 +285,25 @@ def test_foreach_route_is_taken_eagerly_and_a_wrong_one_is_caught(monkeypatch):
     monkeypatch.setattr(T, "_adam_foreach", lambda names, trees, c, *a: real(
         names, trees, T._PerDtype(**{**c.values, "bc2_sqrt": 1.0}), *a))
     assert not _trajectories_agree(make, [(3, 2), (4,)], 3, 0, torch.float32)
+
+
+def test_an_update_differentiated_through_keeps_its_gradient():
+    """Params that require grad (a user's own autograd around an eager update, a hyper-gradient) take
+    the per-leaf route: the foreach route's in-place ops would break the backward pass."""
+    p = {"w": torch.randn(3, dtype=torch.float64, requires_grad=True), "b": torch.randn(2, dtype=torch.float64,
+                                                                                       requires_grad=True)}
+    outs = []
+    for mode in (None, _PassThrough()):
+        tx = optim.chain(optim.adam(0.1), optim.adam(0.1, amsgrad=True))
+        if mode is not None:
+            mode.__enter__()
+        try:
+            grads = {k: v**2 for k, v in p.items()}
+            u, _ = tx.update(grads, tx.init(p), p)
+            new = optim.apply_updates(p, u)
+            outs.append(torch.autograd.grad(sum(v.sum() for v in new.values()), list(p.values())))
+        finally:
+            if mode is not None:
+                mode.__exit__(None, None, None)
+    for a, b in zip(*outs):
+        assert torch.equal(a, b) and a.abs().sum() > 0
