@@ -1,12 +1,13 @@
 """Whether code runs plainly eager: the test behind funcgan's eager-only shortcuts.
 
 An eager step pays for every kernel call, so a few places take a cheaper route that gives the
-same values when nothing traces or transforms the call: plain autograd instead of
-``torch.func.grad`` (:func:`funcgan.step.update_player`), the key hash in numpy
-(:mod:`funcgan.random`), and a guard that selects the new state by one host-side test instead of
-one ``torch.where`` per leaf (:func:`funcgan.guard.check`), and Adam and ``apply_updates`` as
+same values when nothing traces or transforms the call: the key hash in numpy
+(:mod:`funcgan.random`), a guard that selects the new state by one host-side test instead of one
+``torch.where`` per leaf (:func:`funcgan.guard.check`), and Adam and ``apply_updates`` as
 ``torch._foreach_*`` ops over all leaves (:func:`flat_keys`). Each shortcut must be invisible: the
-same numbers, bit for bit, as the traced form.
+same numbers, bit for bit, as the traced form. (The plain-autograd gradient of
+:func:`funcgan.step.update_player` has its own test: it equals ``torch.func``'s to round-off,
+not bitwise, and it stays on under a dispatch or function mode.)
 """
 
 from __future__ import annotations
@@ -15,17 +16,19 @@ from typing import Any
 
 import torch
 
-__all__ = ["plain_eager", "plain_cpu_tensors", "flat_keys"]
+__all__ = ["plain_eager", "plain_cpu_tensors", "flat_keys", "needs_no_grad"]
 
 
 def plain_eager() -> bool:
     """True when no ``torch.compile`` trace, ``torch.jit.trace``, ``torch.func`` transform (``vmap``,
-    ``grad``), Python dispatch mode (``make_fx``, ``FakeTensorMode``, a user's ``TorchDispatchMode``)
-    or torch function mode is active: tensors here hold concrete values that may be read or moved
-    off torch without a tracer missing it."""
+    ``grad``), forward-mode AD level (``torch.autograd.forward_ad.dual_level``), Python dispatch mode
+    (``make_fx``, ``FakeTensorMode``, a user's ``TorchDispatchMode``) or torch function mode is
+    active: tensors here hold concrete values that may be read or moved off torch without a tracer
+    or a tangent missing it."""
     return (
         not torch.compiler.is_compiling()
         and not torch.jit.is_tracing()
+        and torch.autograd.forward_ad._current_level < 0
         and torch._C._functorch.maybe_current_level() is None
         and torch._C._len_torch_dispatch_stack() == 0
         and not torch._C._is_torch_function_mode_enabled()
@@ -60,3 +63,9 @@ def flat_keys(*trees: Any) -> list[str] | None:
             if type(x) is not torch.Tensor or x.dtype != dtype or x.requires_grad or x.device.type != "cpu":
                 return None
     return names
+
+
+def needs_no_grad(*xs: Any) -> bool:
+    """Whether no tensor among ``xs`` requires grad (numbers pass): hyper-parameters an eager shortcut
+    may treat as constants."""
+    return not any(isinstance(x, torch.Tensor) and x.requires_grad for x in xs)

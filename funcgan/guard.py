@@ -20,8 +20,8 @@ own slice of the stacked state. The defaults are far from what healthy runs of t
 built-in systems reach (a test runs 256 seeds of each at default settings).
 
 Traced (compiled, vmapped) steps select with ``tree_where`` and never branch. A plainly
-eager call (:func:`funcgan._mode.plain_eager`) whose runs are all healthy returns ``new``
-after one host-side test instead: the same values without a ``torch.where`` per leaf.
+eager call on the CPU (:func:`funcgan._mode.plain_eager`) whose runs are all healthy returns
+``new`` after one host-side test instead: the same values without a ``torch.where`` per leaf.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from funcgan._checks import check_positive
-from funcgan._mode import plain_eager
+from funcgan._mode import plain_cpu_tensors
 from funcgan.step import Data, Metrics, TrainState
 from funcgan.tree import tree_all_finite, tree_leaves, tree_reduce, tree_where
 
@@ -120,9 +120,10 @@ def check(
             pinned = torch.where(at_clamp, pinned + 1, torch.zeros_like(pinned))
             reason = torch.where((reason == 0) & (pinned >= guard.pinned_window), torch.full_like(reason, 4), reason)
     ok = alive & (reason == 0)
-    if plain_eager() and bool(ok.all()):
-        # eager, every run healthy: ``tree_where(ok, new, state)`` is ``new``, so the host's one test
-        # replaces a torch.where per state leaf (the same values; traced steps never branch)
+    if plain_cpu_tensors(ok) and bool(ok.all()):
+        # eager on the CPU, every run healthy: ``tree_where(ok, new, state)`` is ``new``, so the host's
+        # one test replaces a torch.where per state leaf (the same values; traced steps never branch;
+        # on a GPU the test would be a sync every step)
         return new._replace(health={**health, "pinned": pinned}), {k: v.to(torch.float64) for k, v in metrics.items()}
     kept = tree_where(ok, new, state)
     newly = alive & ~ok

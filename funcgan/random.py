@@ -101,10 +101,16 @@ def _mix_numpy(x: np.ndarray) -> np.ndarray:
 def _block_numpy(k0: torch.Tensor, k1: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`_block` in numpy int64 arithmetic, the two paths apart (a numpy op is cheap; stacking is not)."""
     n0, n1, nc = k0.numpy(), k1.numpy(), c.numpy()
-    w0 = _mix_numpy(_mix_numpy(_mix_numpy(nc ^ n0) ^ n1) ^ _C_OUT)
-    w1 = _mix_numpy(_mix_numpy(_mix_numpy(nc ^ n1 ^ _C_WORD1) ^ n0) ^ _C_OUT)
+    with np.errstate(over="ignore"):  # a hand-made key beyond 32-bit words wraps silently, as in torch
+        w0, w1 = _block_words_numpy(n0, n1, nc)
     # 0-d inputs give numpy scalars (which ``x ^= y`` rebinds, never mutating an input)
     return torch.from_numpy(np.asarray(w0)), torch.from_numpy(np.asarray(w1))
+
+
+def _block_words_numpy(n0: np.ndarray, n1: np.ndarray, nc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    w0 = _mix_numpy(_mix_numpy(_mix_numpy(nc ^ n0) ^ n1) ^ _C_OUT)
+    w1 = _mix_numpy(_mix_numpy(_mix_numpy(nc ^ n1 ^ _C_WORD1) ^ n0) ^ _C_OUT)
+    return w0, w1
 
 
 def _words(k: Key) -> tuple[torch.Tensor, torch.Tensor]:

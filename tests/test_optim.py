@@ -307,3 +307,34 @@ def test_an_update_differentiated_through_keeps_its_gradient():
                 mode.__exit__(None, None, None)
     for a, b in zip(*outs):
         assert torch.equal(a, b) and a.abs().sum() > 0
+
+
+def test_hyperparameters_that_carry_grad_or_a_tangent_keep_it():
+    """A learning rate or beta that requires grad (a hyper-gradient), or a dual eps (forward-mode AD):
+    the eager route must give the per-leaf route's gradient and tangent (the foreach ops take them
+    as constants, so they are refused there; two leaves, as one leaf hid the failure)."""
+    import torch.autograd.forward_ad as fwAD
+
+    p = {"a": torch.randn(2, dtype=torch.float64), "b": torch.randn(3, dtype=torch.float64)}
+    g = {k: torch.randn_like(v) for k, v in p.items()}
+
+    def hypergrad():
+        lr, b1 = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (0.1, 0.8))
+        tx = optim.adam(lr, (b1, 0.99))
+        u, s = tx.update(g, tx.init(p), p)
+        u, _ = tx.update(g, s, optim.apply_updates(p, u))
+        return torch.autograd.grad(sum(x.sum() for x in u.values()), [lr, b1])
+
+    def tangent():
+        with fwAD.dual_level():
+            eps = fwAD.make_dual(torch.tensor(1e-3, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64))
+            tx = optim.adam(0.1, (0.8, 0.99), eps)
+            u, s = tx.update(g, tx.init(p), p)
+            u, _ = tx.update(g, s, optim.apply_updates(p, u))
+            return [fwAD.unpack_dual(x).tangent for x in u.values()]
+
+    fast = hypergrad() + tuple(tangent())
+    with _PassThrough():
+        slow = hypergrad() + tuple(tangent())
+    for a, b in zip(fast, slow):
+        assert a is not None and torch.equal(a, b) and a.abs().sum() > 0

@@ -41,7 +41,8 @@ def _lone(system, seed, steps, dtype=torch.float32, **hp):
 
 
 def _equal(a, b):
-    return all(torch.equal(x, y) for x, y in zip(tree_leaves(a), tree_leaves(b)))
+    la, lb = tree_leaves(a), tree_leaves(b)
+    return len(la) == len(lb) and all(torch.equal(x, y) for x, y in zip(la, lb))
 
 
 def _maxdiff(a, b):
@@ -251,6 +252,25 @@ def test_eager_guard_shortcut_gives_the_traced_guards_states_and_metrics(disc_lr
         for k in a:
             torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, equal_nan=True)
     assert (int(fast.health["diverged_at"]) >= 0) == (window is not None)
+
+
+def test_eager_guard_comparison_catches_a_shortcut_that_forgets_the_pinned_count(monkeypatch):
+    """Negative control: an eager shortcut that keeps the old pinned count differs from the traced guard."""
+    real = G.check
+
+    def forgetful(state, new, metrics, guard, saturation=(None, None)):
+        kept, m = real(state, new, metrics, guard, saturation)
+        if G.plain_cpu_tensors(kept.step):
+            kept = kept._replace(health={**kept.health, "pinned": state.health["pinned"]})
+        return kept, m
+
+    monkeypatch.setattr(G, "check", forgetful)
+    system = systems.make_system("gaussian1d", disc_lr=5.0)
+    step = G.guarded(make_train_step(system.gan), G.Guard(max_param=None, max_output=None, pinned_window=2),
+                     system.gan.loop.objective.saturation)
+    state = init_state(system.gan, fr.key(3))
+    assert not _equal(_guarded_run(step, state, 40, traced_form=False)[0],
+                      _guarded_run(step, state, 40, traced_form=True)[0])
 
 
 # ----------------------------------------------------------------------------- checkpoints and resume

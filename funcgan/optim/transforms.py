@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import torch
 
 from funcgan._checks import check_interval, check_positive
-from funcgan._mode import flat_keys
+from funcgan._mode import flat_keys, needs_no_grad
 from funcgan.optim.base import EmptyState, GradientTransformation, Scalar
 from funcgan.tree import PyTree, tree_leaves, tree_map
 
@@ -166,7 +166,7 @@ def scale_by_adam(
         wd = lr * _f64(decoupled_weight_decay, device) if decay else None
         trees = (grads, state.mu, state.nu) + ((state.nu_max,) if amsgrad else ()) + ((params,) if decay else ())
         names = flat_keys(*trees)
-        if names is not None:
+        if names is not None and needs_no_grad(wd, *c.values.values()):  # hyper-parameters as constants
             return _adam_foreach(names, trees, c, amsgrad, wd, count)
 
         mu = tree_map(lambda m, g: torch.lerp(m, g, c("one_b1", g)), state.mu, grads)
