@@ -1,4 +1,5 @@
-"""Shared hypothesis strategies for optimizer and key tests (noun-named, as in array-api-tests).
+"""Shared hypothesis strategies for optimizer and key tests (noun-named, as in array-api-tests), and
+the small helpers they share.
 
 Strategies for random GAN systems are public: :mod:`funcgan.testing.strategies`."""
 
@@ -27,3 +28,12 @@ def make_params(shape_list, dtype, seed):
 def make_grads(params, steps, seed):
     g = torch.Generator().manual_seed(seed + 1)
     return [{k: torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in params.items()} for _ in range(steps)]
+
+
+class TracedForm(torch.overrides.TorchFunctionMode):
+    """A torch function mode that changes nothing: while one is active ``funcgan._mode.plain_eager()``
+    is False, so eager code takes the route traced code takes (what the eager shortcuts are compared
+    against)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))

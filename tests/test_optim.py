@@ -243,18 +243,13 @@ def test_compiled_update_does_not_recompile_across_steps_and_lrs():
         torch.testing.assert_close(comp_p[k], eager_p[k], rtol=1e-6, atol=1e-7)
 
 
-class _PassThrough(torch.overrides.TorchFunctionMode):
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        return func(*args, **(kwargs or {}))
-
-
 def _trajectories_agree(make_tx, shapes, steps, seed, dtype):
     """Whether the eager ``torch._foreach_*`` route (plain dicts of one dtype) gives, bit for bit, the
     per-leaf route that traced code takes (forced here by an active torch function mode)."""
     p = {k: v.to(dtype) for k, v in S.make_params(shapes, torch.float64, seed).items()}
     g = [{k: v.to(dtype) for k, v in x.items()} for x in S.make_grads(p, steps, seed)]
     fast, fast_state = _run_funcgan(make_tx(), p, g)
-    with _PassThrough():
+    with S.TracedForm():
         slow, slow_state = _run_funcgan(make_tx(), p, g)
     same = all(torch.equal(a[k], b[k]) for a, b in zip(fast, slow) for k in a)
     from funcgan.tree import tree_leaves
@@ -293,7 +288,7 @@ def test_an_update_differentiated_through_keeps_its_gradient():
     p = {"w": torch.randn(3, dtype=torch.float64, requires_grad=True), "b": torch.randn(2, dtype=torch.float64,
                                                                                        requires_grad=True)}
     outs = []
-    for mode in (None, _PassThrough()):
+    for mode in (None, S.TracedForm()):
         tx = optim.chain(optim.adam(0.1), optim.adam(0.1, amsgrad=True))
         if mode is not None:
             mode.__enter__()
@@ -334,7 +329,7 @@ def test_hyperparameters_that_carry_grad_or_a_tangent_keep_it():
             return [fwAD.unpack_dual(x).tangent for x in u.values()]
 
     fast = hypergrad() + tuple(tangent())
-    with _PassThrough():
+    with S.TracedForm():
         slow = hypergrad() + tuple(tangent())
     for a, b in zip(fast, slow):
         assert a is not None and torch.equal(a, b) and a.abs().sum() > 0

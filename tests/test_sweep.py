@@ -21,6 +21,7 @@ from funcgan import random as fr
 from funcgan.optim import OptimizerSpec
 from funcgan.step import GAN, init_state, make_train_step
 from funcgan.tree import tree_index, tree_leaves
+from tests import strategies as S
 
 
 def _lone(system, seed, steps, dtype=torch.float32, **hp):
@@ -212,16 +213,11 @@ def test_guard_threshold_boundaries():
     assert theta == 1.0
 
 
-class _PassThrough(torch.overrides.TorchFunctionMode):
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        return func(*args, **(kwargs or {}))
-
-
 def _guarded_run(step, state, steps, traced_form):
     out = []
     for _ in range(steps):
         if traced_form:
-            with _PassThrough():  # any active mode: the guard selects by tree_where, as a traced step does
+            with S.TracedForm():  # any active mode: the guard selects by tree_where, as a traced step does
                 state, metrics = step(state, ())
         else:
             state, metrics = step(state, ())
