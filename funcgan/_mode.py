@@ -35,10 +35,15 @@ def plain_eager() -> bool:
     )
 
 
+def _plain_cpu(x: Any) -> bool:
+    """A plain (not subclassed) CPU tensor that needs no grad."""
+    return type(x) is torch.Tensor and x.device.type == "cpu" and not x.requires_grad
+
+
 def plain_cpu_tensors(*xs: torch.Tensor) -> bool:
     """Whether every ``x`` is a plain (not subclassed) CPU tensor that needs no grad, in a
     :func:`plain_eager` context: one whose values numpy can share."""
-    return plain_eager() and all(type(x) is torch.Tensor and x.device.type == "cpu" and not x.requires_grad for x in xs)
+    return plain_eager() and all(_plain_cpu(x) for x in xs)
 
 
 def flat_keys(*trees: Any) -> list[str] | None:
@@ -60,7 +65,7 @@ def flat_keys(*trees: Any) -> list[str] | None:
         if type(tree) is not dict or list(tree) != names:
             return None
         for x in tree.values():
-            if type(x) is not torch.Tensor or x.dtype != dtype or x.requires_grad or x.device.type != "cpu":
+            if not _plain_cpu(x) or x.dtype != dtype:
                 return None
     return names
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -45,6 +46,7 @@ __all__ = [
 ]
 
 Key = torch.Tensor
+T = TypeVar("T", torch.Tensor, np.ndarray)
 _MASK = 0xFFFFFFFF
 # Odd multipliers below 2**31: x * m < 2**63 for every 32-bit x.
 _M1 = 0x7FEB352D
@@ -57,8 +59,8 @@ _C_WORD1 = 0xB7E15162
 _C_OUT = 0x3C6EF372
 
 
-def _mix(x: torch.Tensor) -> torch.Tensor:
-    """A bijective 32-bit avalanche (xor-shift, multiply) in int64 arithmetic."""
+def _mix(x: T) -> T:
+    """A bijective 32-bit avalanche (xor-shift, multiply) in int64 arithmetic (torch or numpy)."""
     x = x ^ (x >> 16)
     x = (x * _M1) & _MASK
     x = x ^ (x >> 15)
@@ -86,31 +88,14 @@ def _block(k0: torch.Tensor, k1: torch.Tensor, c: torch.Tensor) -> tuple[torch.T
     return x[0], x[1]
 
 
-def _mix_numpy(x: np.ndarray) -> np.ndarray:
-    """:func:`_mix` of a fresh int64 array (or numpy scalar), in place."""
-    x ^= x >> 16
-    x *= _M1
-    x &= _MASK
-    x ^= x >> 15
-    x *= _M2
-    x &= _MASK
-    x ^= x >> 16
-    return x
-
-
 def _block_numpy(k0: torch.Tensor, k1: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`_block` in numpy int64 arithmetic, the two paths apart (a numpy op is cheap; stacking is not)."""
+    """:func:`_block` in numpy int64 arithmetic (:func:`_mix` takes arrays too), the two paths apart
+    (a numpy op is cheap; stacking is not)."""
     n0, n1, nc = k0.numpy(), k1.numpy(), c.numpy()
     with np.errstate(over="ignore"):  # a hand-made key beyond 32-bit words wraps silently, as in torch
-        w0, w1 = _block_words_numpy(n0, n1, nc)
-    # 0-d inputs give numpy scalars (which ``x ^= y`` rebinds, never mutating an input)
-    return torch.from_numpy(np.asarray(w0)), torch.from_numpy(np.asarray(w1))
-
-
-def _block_words_numpy(n0: np.ndarray, n1: np.ndarray, nc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    w0 = _mix_numpy(_mix_numpy(_mix_numpy(nc ^ n0) ^ n1) ^ _C_OUT)
-    w1 = _mix_numpy(_mix_numpy(_mix_numpy(nc ^ n1 ^ _C_WORD1) ^ n0) ^ _C_OUT)
-    return w0, w1
+        w0 = _mix(_mix(_mix(nc ^ n0) ^ n1) ^ _C_OUT)
+        w1 = _mix(_mix(_mix(nc ^ n1 ^ _C_WORD1) ^ n0) ^ _C_OUT)
+    return torch.from_numpy(np.asarray(w0)), torch.from_numpy(np.asarray(w1))  # 0-d: numpy scalars
 
 
 def _words(k: Key) -> tuple[torch.Tensor, torch.Tensor]:

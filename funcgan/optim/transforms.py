@@ -164,10 +164,11 @@ def scale_by_adam(
 
         c = _PerDtype(one_b1=1.0 - b1, b2=b2, one_b2=1.0 - b2, eps=eps, bc2_sqrt=bc2_sqrt, step=-step_size)
         wd = lr * _f64(decoupled_weight_decay, device) if decay else None
-        trees = (grads, state.mu, state.nu) + ((state.nu_max,) if amsgrad else ()) + ((params,) if decay else ())
-        names = flat_keys(*trees)
+        names = flat_keys(
+            grads, state.mu, state.nu, *((state.nu_max,) if amsgrad else ()), *((params,) if decay else ())
+        )
         if names is not None and needs_no_grad(wd, *c.values.values()):  # hyper-parameters as constants
-            return _adam_foreach(names, trees, c, amsgrad, wd, count)
+            return _adam_foreach(names, grads, state, params, c, amsgrad, wd, count)
 
         mu = tree_map(lambda m, g: torch.lerp(m, g, c("one_b1", g)), state.mu, grads)
         nu = tree_map(lambda v, g: v * c("b2", g) + (c("one_b2", g) * g) * g, state.nu, grads)
@@ -191,18 +192,25 @@ def scale_by_adam(
 
 
 def _adam_foreach(
-    names: list[str], trees: tuple, c: _PerDtype, amsgrad: bool, wd: torch.Tensor | None, count: torch.Tensor
+    names: list[str],
+    grads: PyTree,
+    state: ScaleByAdamState,
+    params: PyTree | None,
+    c: _PerDtype,
+    amsgrad: bool,
+    wd: torch.Tensor | None,
+    count: torch.Tensor,
 ) -> tuple[PyTree, ScaleByAdamState]:
     """:func:`scale_by_adam`'s update, op for op, as ``torch._foreach_*`` ops over flat dicts of one
-    dtype (:func:`funcgan._mode.flat_keys`); ``trees`` is ``(grads, mu, nu[, nu_max][, params])``."""
-    g, mu_old, nu_old = ([tree[k] for k in names] for tree in trees[:3])
+    dtype whose keys are ``names`` (:func:`funcgan._mode.flat_keys`)."""
+    g, mu_old, nu_old = ([tree[k] for k in names] for tree in (grads, state.mu, state.nu))
     like = g[0]
     mu = torch._foreach_lerp(mu_old, g, c("one_b1", like))
     sq = torch._foreach_mul(g, c("one_b2", like))
     torch._foreach_mul_(sq, g)
     nu = torch._foreach_mul(nu_old, c("b2", like))
     torch._foreach_add_(nu, sq)
-    src = torch._foreach_maximum([trees[3][k] for k in names], nu) if amsgrad else nu
+    src = torch._foreach_maximum([state.nu_max[k] for k in names], nu) if amsgrad else nu
     denom = torch._foreach_add(src, torch.finfo(like.dtype).tiny)  # _safe_sqrt
     torch._foreach_sqrt_(denom)
     torch._foreach_div_(denom, c("bc2_sqrt", like))
@@ -210,8 +218,9 @@ def _adam_foreach(
     updates = torch._foreach_mul(mu, c("step", like))
     torch._foreach_div_(updates, denom)
     if wd is not None:
-        torch._foreach_sub_(updates, torch._foreach_mul([trees[-1][k] for k in names], wd.to(like.dtype)))
-    nu_max = dict(zip(names, src)) if amsgrad else {}
+        assert params is not None  # checked by the caller: decay needs params
+        torch._foreach_sub_(updates, torch._foreach_mul([params[k] for k in names], wd.to(like.dtype)))
+    nu_max = dict(zip(names, src)) if amsgrad else state.nu_max
     return dict(zip(names, updates)), ScaleByAdamState(count, dict(zip(names, mu)), dict(zip(names, nu)), nu_max)
 
 
