@@ -1,7 +1,10 @@
-"""Cold compile: a compiled ``funcgan sweep`` from an empty inductor cache, with and without
-funcgan's workaround for inductor's rebuilt-per-op dtype handler (``funcgan.compile._dtype_rules_once``).
+"""Cold compile: a compiled ``funcgan sweep`` from an empty inductor cache, with and without one of
+funcgan's workarounds of inductor's compile time: ``--workaround ranges`` (the default) turns off the
+fast intersection of integer value ranges (``funcgan.compile._integer_range_intersections``),
+``--workaround dtype-rules`` the once-built dtype handler (``funcgan.compile._dtype_rules_once``).
 
-    python benchmarks/cold_compile.py --pairs 3 --json benchmarks/results/cpu_cold_compile.json
+    python benchmarks/cold_compile.py --pairs 2 --json benchmarks/results/cpu_cold_compile_ranges.json
+    python benchmarks/cold_compile.py --pairs 3 --workaround dtype-rules --json benchmarks/results/cpu_cold_compile.json
 
 Each process runs ``funcgan sweep --seeds 0:64 --steps 200 --compile`` (the 1-D GAN) with
 ``TORCHINDUCTOR_CACHE_DIR`` pointed at a fresh folder, so every one pays the full compile; the two
@@ -25,11 +28,15 @@ CHILD = """
 import sys
 import funcgan.compile
 if sys.argv[1] == "without":
-    funcgan.compile._dtype_rules_once = lambda: None
+    setattr(funcgan.compile, sys.argv[5], lambda: None)
 from funcgan.cli import main
 sys.exit(main(["sweep", "--seeds", sys.argv[2], "--steps", sys.argv[3], "--out", sys.argv[4],
                "--compile", "--no-progress"]))
 """
+
+
+#: the workarounds of funcgan.compile, by their --workaround name
+WORKAROUNDS = {"dtype-rules": "_dtype_rules_once", "ranges": "_integer_range_intersections"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,15 +44,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--seeds", default="0:64")
     ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument(
+        "--workaround",
+        default="ranges",
+        choices=sorted(WORKAROUNDS),
+        help="which workaround the 'without' processes turn off",
+    )
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    name = WORKAROUNDS[args.workaround]
     walls: dict[str, list[float]] = {"with": [], "without": []}
     with tempfile.TemporaryDirectory() as tmp:
         for p in range(args.pairs):
             for variant in ("with", "without"):
                 env = cold_cache(dict(os.environ), tmp, f"cache_{variant}_{p}")
                 out = os.path.join(tmp, f"out_{variant}_{p}")
-                wall, _ = _timed([sys.executable, "-c", CHILD, variant, args.seeds, str(args.steps), out], env)
+                wall, _ = _timed([sys.executable, "-c", CHILD, variant, args.seeds, str(args.steps), out, name], env)
                 walls[variant].append(wall)
                 print(f"pair {p}: {variant:>7} the workaround {wall:7.1f} s", flush=True)
     med = {k: statistics.median(v) for k, v in walls.items()}
@@ -55,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         payload = {
+            "workaround": f"funcgan.compile.{name}",
             "job": f"funcgan sweep --seeds {args.seeds} --steps {args.steps} --compile, empty inductor cache",
             "torch": torch.__version__,
             "cpus": os.cpu_count(),

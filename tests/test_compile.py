@@ -6,6 +6,8 @@ import uuid
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from funcgan import random as fr
 from funcgan import sweep, systems
@@ -145,6 +147,70 @@ def test_dtype_handler_built_once_answers_as_a_fresh_build_and_rebuilds_on_a_new
     finally:
         del utils.op_dtype_propagation_rules[name]
         delattr(Handler._instance, name)
+
+
+def _value_ranges():
+    """Inductor's value ranges: integer ones (up to 2**64, the int infinities) and others that the fast
+    intersection hands back to inductor (float, infinite float, boolean)."""
+    import sympy
+    from torch.utils._sympy.numbers import int_oo
+    from torch.utils._sympy.value_ranges import ValueRanges
+
+    ints = st.one_of(st.integers(-(2**64), 2**64).map(sympy.Integer), st.sampled_from([-int_oo, int_oo]))
+    int_ranges = st.tuples(ints, ints).filter(lambda b: _ordered(*b)).map(lambda b: ValueRanges(*b))
+    floats = st.floats(-1e6, 1e6).map(sympy.Float)
+    float_ranges = st.tuples(st.one_of(floats, st.just(-sympy.oo)), st.one_of(floats, st.just(sympy.oo))).filter(
+        lambda b: bool(b[0] <= b[1])
+    ).map(lambda b: ValueRanges(*b))
+    bools = st.sampled_from([ValueRanges(sympy.false, sympy.true), ValueRanges(sympy.true, sympy.true)])
+    return st.one_of(int_ranges, int_ranges, float_ranges, bools)
+
+
+def _ordered(a, b) -> bool:
+    from funcgan.compile import _bound_key
+
+    return _bound_key(a) <= _bound_key(b)
+
+
+def _meets_agree(fast, slow, a, b) -> bool:
+    """``fast(a, b)`` is ``slow(a, b)``: the same range, or the same error (disjoint ranges, mixed kinds)."""
+    try:
+        want = slow(a, b)
+    except Exception as e:  # noqa: BLE001 - the error is the answer to compare
+        want = type(e)
+    try:
+        got = fast(a, b)
+    except Exception as e:  # noqa: BLE001
+        got = type(e)
+    return got == want
+
+
+@settings(max_examples=400, deadline=None)
+@given(a=_value_ranges(), b=_value_ranges())
+def test_fast_integer_range_intersection_is_inductors(a, b):
+    """The fast intersection of integer value ranges (funcgan.compile._integer_range_intersections)
+    gives the range inductor's own ``&`` (sympy Max/Min) gives, or the same error, for every pair."""
+    from torch.utils._sympy.value_ranges import ValueRanges
+
+    from funcgan.compile import inductor_options
+
+    inductor_options()
+    fast = ValueRanges.__and__
+    if not getattr(fast, "_funcgan_fast", False):
+        pytest.skip("this torch lays out value ranges otherwise")
+    assert _meets_agree(fast, fast.__wrapped__, a, b)
+
+
+def test_a_wrong_range_intersection_is_caught():
+    """Negative control: the comparison above tells a wrong intersection (the union, or the left range
+    kept whole) from inductor's."""
+    from torch.utils._sympy.value_ranges import ValueRanges
+
+    slow = getattr(ValueRanges.__and__, "__wrapped__", ValueRanges.__and__)
+    a, b = ValueRanges(0, 10), ValueRanges(5, 2**40)
+    assert _meets_agree(slow, slow, a, b) and slow(a, b) == ValueRanges(5, 10)
+    assert not _meets_agree(lambda x, y: x | y, slow, a, b)
+    assert not _meets_agree(lambda x, y: x, slow, a, b)
 
 
 @pytest.mark.parametrize("kwargs,needle", [
