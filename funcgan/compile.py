@@ -123,10 +123,10 @@ def _integer_range_intersections() -> None:
 
     @functools.wraps(meet)
     def fast(self: Any, other: Any) -> Any:
-        keys = [_bound_key(x) for x in (self.lower, other.lower, self.upper, other.upper)]
-        if None in keys:
+        a, b, c, d = (_bound_key(x) for x in (self.lower, other.lower, self.upper, other.upper))
+        if a is None or b is None or c is None or d is None:
             return meet(self, other)
-        lo_self, hi_self = keys[0] >= keys[1], keys[2] <= keys[3]
+        lo_self, hi_self = a >= b, c <= d
         if lo_self and hi_self:
             return self
         if not lo_self and not hi_self:
