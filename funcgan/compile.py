@@ -84,20 +84,6 @@ def _dtype_rules_once() -> None:
     cls.__init__ = once  # type: ignore[method-assign]
 
 
-def _bound_key(x: Any) -> int | float | None:
-    """An integer bound's value for ordering (the int infinities as float ones); None for any other."""
-    import sympy
-    from torch.utils._sympy.numbers import IntInfinity, NegativeIntInfinity
-
-    if isinstance(x, sympy.Integer):
-        return int(x)
-    if isinstance(x, IntInfinity):
-        return math.inf
-    if isinstance(x, NegativeIntInfinity):
-        return -math.inf
-    return None
-
-
 @functools.cache
 def _integer_range_intersections() -> None:
     """Make inductor's intersection of two integer value ranges cheap (torch 2.13).
@@ -114,6 +100,8 @@ def _integer_range_intersections() -> None:
     first time funcgan compiles with inductor; a torch laid out otherwise is left alone.
     """
     try:
+        import sympy
+        from torch.utils._sympy.numbers import IntInfinity, NegativeIntInfinity
         from torch.utils._sympy.value_ranges import ValueRanges
     except ImportError:  # pragma: no cover - torch without value ranges
         return
@@ -121,9 +109,19 @@ def _integer_range_intersections() -> None:
     if meet is None or getattr(meet, "_funcgan_fast", False):
         return  # pragma: no cover - another torch layout, or already wrapped
 
+    def key(x: Any) -> int | float | None:
+        """An integer bound's value for ordering (the int infinities as float ones); None for any other."""
+        if isinstance(x, sympy.Integer):
+            return int(x)
+        if isinstance(x, IntInfinity):
+            return math.inf
+        if isinstance(x, NegativeIntInfinity):
+            return -math.inf
+        return None
+
     @functools.wraps(meet)
     def fast(self: Any, other: Any) -> Any:
-        a, b, c, d = (_bound_key(x) for x in (self.lower, other.lower, self.upper, other.upper))
+        a, b, c, d = (key(x) for x in (self.lower, other.lower, self.upper, other.upper))
         if a is None or b is None or c is None or d is None:
             return meet(self, other)
         lo_self, hi_self = a >= b, c <= d
