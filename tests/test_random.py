@@ -198,22 +198,56 @@ def _routes_agree(seed, shape, width):
 
 @given(seed=st.integers(0, 2**63 - 1), shape=S.shapes, width=st.sampled_from([None, 1, 3]))
 def test_numpy_route_of_the_hash_gives_the_torch_route_bits(seed, shape, width):
-    """Exact: the hash is integer arithmetic below 2**63 in both libraries."""
+    """Exact: the hash is integer arithmetic below 2**63 in both libraries (a single key's split and
+    fold_in: in Python integers)."""
     assert _routes_agree(seed, shape, width)
 
 
-def test_numpy_route_is_taken_eagerly_and_a_wrong_one_is_caught(monkeypatch):
+_INT64 = st.integers(-(2**63), 2**63 - 1)
+
+
+@given(words=st.tuples(_INT64, _INT64), shape=S.shapes)
+def test_eager_routes_of_a_hand_made_key_give_the_torch_route_bits(words, shape):
+    """A key whose words are not 32-bit (built by hand, negative or wide) wraps as int64 arithmetic
+    does, in Python integers and numpy as in torch."""
+    k = torch.tensor(words, dtype=torch.int64)
+    fast = _draws(k, shape)
+    with S.TracedForm():
+        slow = _draws(k, shape)
+    assert all(f.dtype == s.dtype and torch.equal(f, s) for f, s in zip(fast, slow))
+
+
+def test_numpy_routes_are_taken_eagerly_and_a_wrong_one_is_caught(monkeypatch):
     calls = []
-    real = fr._block_numpy
+    real, real_u32 = fr._block_numpy, fr._stream_u32
     k, keys = fr.key(1), fr.split(fr.key(1), 2)
-    monkeypatch.setattr(fr, "_block_numpy", lambda *a: calls.append(1) or real(*a))
-    fr.normal(k, (4,))
-    assert len(calls) == 1  # plain eager: numpy
+    monkeypatch.setattr(fr, "_block_numpy", lambda *a: calls.append("int64") or real(*a))
+    monkeypatch.setattr(fr, "_stream_u32", lambda *a: calls.append("uint32") or real_u32(*a))
+    fr.normal(k, (4,)), fr.normal(keys, (4,)), fr.normal(torch.tensor([-1, 2**40]), (4,))
+    assert calls == ["uint32", "int64", "int64"]  # plain eager: one key of 32-bit words in uint32, others in int64
     torch.func.vmap(lambda k: fr.normal(k, (4,)))(keys)
     torch.compile(lambda k: fr.normal(k, (4,)), backend="eager", fullgraph=True)(k)
-    assert len(calls) == 1  # under vmap and compile: torch
-    # negative control: a numpy route whose counters differ in their lowest bit is caught
+    assert len(calls) == 3  # under vmap and compile: torch
+    # negative controls: a numpy route whose counters differ in their lowest bit is caught
     monkeypatch.setattr(fr, "_block_numpy", lambda k0, k1, c: real(k0, k1, c ^ 1))
+    assert not _routes_agree(5, (8,), 3)
+    monkeypatch.setattr(fr, "_stream_u32", lambda k0, k1, m: real_u32(k0 ^ 1, k1, m))
+    assert not _routes_agree(5, (8,), None)
+
+
+def test_integer_route_is_taken_for_one_key_and_a_wrong_one_is_caught(monkeypatch):
+    calls = []
+    real = fr._keys_from_ints
+    k, keys = fr.key(1), fr.split(fr.key(1))
+    monkeypatch.setattr(fr, "_keys_from_ints", lambda *a: calls.append(1) or real(*a))
+    fr.split(k, 3), fr.fold_in(k, 7), fr.fold_in(k, torch.tensor(7))
+    assert len(calls) == 3  # plain eager, one key: Python integers
+    fr.split(keys, 3), fr.fold_in(k, torch.tensor([1, 2])), torch.func.vmap(fr.split)(keys)
+    assert len(calls) == 3  # stacked keys, a vector of numbers, under vmap: torch (or numpy)
+    # negative controls: a route that drops a word's high bit, or that counts from 1, is caught
+    monkeypatch.setattr(fr, "_keys_from_ints", lambda k0, k1, cs: real(k0 & 0x7FFFFFFF, k1, cs))
+    assert not _routes_agree(5, (8,), None)
+    monkeypatch.setattr(fr, "_keys_from_ints", lambda k0, k1, cs: real(k0, k1, [c + 1 for c in cs]))
     assert not _routes_agree(5, (8,), None)
 
 
