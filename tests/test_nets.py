@@ -11,6 +11,7 @@ from torch import nn
 
 from funcgan import nets
 from funcgan import random as fr
+from funcgan.tree import tree_leaves
 
 
 def test_seed_net_parameter_counts():
@@ -484,3 +485,83 @@ def test_tied_weights_run_as_one_tensor_and_its_gradient_sums_both_uses(tied):
     fresh.load_state_dict(nets.to_state_dict(fresh, params, buffers))  # the export loads back, ties kept
     assert (fresh.dec.weight is fresh.enc.weight) == tied
     torch.testing.assert_close(fresh(x), out, rtol=0, atol=0)
+
+
+
+class _Reassigns(nn.Module):
+    """A forward that reassigns its buffer (not in place)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+        self.register_buffer("seen", torch.zeros(()))
+
+    def forward(self, x):
+        self.seen = self.seen + 1
+        return self.lin(x) * self.seen
+
+
+def _families():
+    sn = torch.nn.utils.parametrizations.spectral_norm
+    return {
+        "mlp": (nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2)), (5, 3)),
+        "batchnorm": (nn.Sequential(nn.Linear(3, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2)), (5, 3)),
+        "spectral-norm conv": (nn.Sequential(sn(nn.Conv2d(2, 4, 3)), nn.LeakyReLU(0.2), nn.Flatten()), (2, 2, 5, 5)),
+        "dropout": (nn.Sequential(nn.Linear(3, 8), nn.Dropout(0.5), nn.Linear(8, 2)), (5, 3)),
+        "reassigned buffer": (_Reassigns(), (5, 3)),
+    }
+
+
+def _skeleton_tensors(apply):
+    return [t for skel in (apply.skeleton, apply.eval_skeleton) for t in [*skel.parameters(), *skel.buffers()]]
+
+
+def _runs(family, apply):
+    """Train and eval calls, a gradient and a vmap over stacked parameters and buffers, then a forward
+    that raises; the skeletons must be left as they were."""
+    module, shape = _families()[family]
+    x = fr.normal(fr.key(3), shape)
+    params, buffers = nets.init_params(module, fr.key(1))
+    before = _skeleton_tensors(apply)
+    out = [apply(params, buffers, x, key=fr.key(4)), apply(params, buffers, x, train=False, key=fr.key(4))]
+    out.append(torch.func.grad(lambda p: apply(p, buffers, x, key=fr.key(4))[0].square().sum())(params))
+    stacked = [{k: torch.stack([v, 2 * v]) for k, v in tree.items()} for tree in (params, buffers)]
+    out.append(torch.func.vmap(lambda p, b: apply(p, b, x, key=fr.key(4)))(*stacked))
+    with pytest.raises(RuntimeError):
+        apply(params, buffers, torch.zeros(5, 7, 5, 5), key=fr.key(4))  # the wrong width: the forward raises
+    after = _skeleton_tensors(apply)
+    assert len(before) == len(after) and all(a is b for a, b in zip(before, after)), "skeleton changed"
+    return [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+
+
+@pytest.mark.parametrize("family", list(_families()))
+def test_the_direct_swap_route_is_functional_calls(family, monkeypatch):
+    """``make_apply`` swaps tensors into its skeleton through slots found once; the outputs, new buffers
+    and gradients must be ``functional_call``'s bit for bit, eagerly, under ``grad`` and ``vmap``, and the
+    skeletons must be left as they were (also by a forward that raises)."""
+    from funcgan.nets import functional as F
+
+    taken = []
+    real_call = F._Slots.call
+    monkeypatch.setattr(F._Slots, "call", lambda *a: taken.append(1) or real_call(*a))
+    fast = _runs(family, nets.make_apply(_families()[family][0]))
+    assert len(taken) >= 4  # the direct route ran
+    monkeypatch.setattr(F, "_traced", lambda: True)  # every call through functional_call
+    n = len(taken)
+    slow = _runs(family, nets.make_apply(_families()[family][0]))
+    assert len(taken) == n
+    assert len(fast) == len(slow) and all(torch.equal(a, b) for a, b in zip(fast, slow))
+
+
+def test_a_direct_swap_that_does_not_restore_the_skeleton_is_caught(monkeypatch):
+    """Negative control: a route that leaves the last call's tensors in the skeleton fails the check."""
+    from funcgan.nets import functional as F
+
+    def no_restore(self, skeleton, tensors, inputs):
+        for name, table, leaf in self.where:
+            table[leaf] = tensors[name]
+        return skeleton(*inputs)
+
+    monkeypatch.setattr(F._Slots, "call", no_restore)
+    with pytest.raises(AssertionError, match="skeleton changed"):
+        _runs("mlp", nets.make_apply(_families()["mlp"][0]))

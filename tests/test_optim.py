@@ -331,3 +331,61 @@ def test_hyperparameters_that_carry_grad_or_a_tangent_keep_it():
         slow = hypergrad() + tuple(tangent())
     for a, b in zip(fast, slow):
         assert a is not None and torch.equal(a, b) and a.abs().sum() > 0
+
+
+def _injected_run(make, steps, tweak=None):
+    """``steps`` updates of an injected Adam on a fixed quadratic, float64; ``tweak(state, t)`` may edit
+    the state's hyper-parameters between updates."""
+    params = {"w": torch.linspace(-1, 1, 5, dtype=torch.float64)}
+    tx = make(lr=1e-2, betas=(0.5, 0.99))
+    state = tx.init(params)
+    for t in range(steps):
+        if tweak is not None:
+            state = tweak(state, t)
+        grads = {"w": 2 * params["w"] - 0.3}
+        updates, state = tx.update(grads, state, params)
+        params = optim.apply_updates(params, updates)
+    return params["w"]
+
+
+def test_an_eager_injected_update_reuses_its_build_only_while_the_hyperparameters_are_the_same_tensors():
+    """Plainly eager, ``inject_hyperparams`` keeps the transformation it built while the state holds
+    the same, unmodified hyper-parameter tensors. Every run must equal the run that rebuilds on every
+    update (under a torch function mode, which counts as traced): fixed values, new tensors each
+    step, and values changed in place."""
+    make = optim.inject_hyperparams(optim.adam)
+
+    def new_tensor(state, t):  # a schedule by hand: a fresh lr tensor every other step
+        hp = dict(state.hyperparams, lr=torch.tensor(1e-2 / (1 + t // 2), dtype=torch.float64))
+        return state._replace(hyperparams=hp)
+
+    def in_place(state, t):
+        if t == 3:
+            state.hyperparams["lr"].mul_(10.0)
+            state.hyperparams["betas"][0].fill_(0.9)
+        return state
+
+    for tweak in (None, new_tensor, in_place):
+        fast = _injected_run(make, 8, tweak)
+        with S.TracedForm():
+            slow = _injected_run(make, 8, tweak)
+        assert torch.equal(fast, slow), tweak
+
+
+def test_a_hyperparameter_made_invalid_in_place_is_refused_and_a_reuse_that_misses_it_is_caught(monkeypatch):
+    """A value changed in place is a new build: an invalid one is refused as at build time. Negative
+    control: a reuse that ignores in-place versions goes on training with it."""
+    from funcgan.optim import base
+
+    make = optim.inject_hyperparams(optim.adam)
+
+    def negative_lr(state, t):
+        if t == 3:
+            state.hyperparams["lr"].fill_(-1.0)
+        return state
+
+    with pytest.raises(ValueError, match="lr must be finite and > 0"):
+        _injected_run(make, 8, negative_lr)
+    real = base._held
+    monkeypatch.setattr(base, "_held", lambda hp: real(hp)[:2] + ((),))
+    _injected_run(make, 8, negative_lr)  # not refused: the check would catch this route

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from funcgan._mode import flat_keys
+from funcgan._mode import flat_keys, plain_eager
 from funcgan.tree import PyTree, tree_map
 
 __all__ = [
@@ -162,8 +162,22 @@ def inject_hyperparams(
             inner = factory(**_unflatten(hp), **static)
             return InjectHyperparamsState(hp, inner.init(params))
 
+        last: list[Any] = []  # [what _held gave, the transformation built from those tensors]
+
+        def rebuilt(hp: dict[str, torch.Tensor]) -> GradientTransformation:
+            """``factory`` over the state's hyper-parameters. Plainly eager, the last build is reused while
+            the state holds the very same tensors, unmodified: the same transformation, without re-running
+            the factory's checks (~0.14 ms of an eager Adam update; a value made invalid in place is still
+            refused). Traced, it is rebuilt on every call, over the traced values."""
+            if not plain_eager():
+                return factory(**_unflatten(hp), **static)
+            held = _held(hp)
+            if not (last and _same(last[0], held)):
+                last[:] = [held, factory(**_unflatten(hp), **static)]
+            return last[1]
+
         def update(grads: PyTree, state: InjectHyperparamsState, params: PyTree | None = None):
-            inner = factory(**_unflatten(state.hyperparams), **static)
+            inner = rebuilt(state.hyperparams)
             updates, inner_state = inner.update(grads, state.inner_state, params)
             return updates, InjectHyperparamsState(state.hyperparams, inner_state)
 
@@ -172,6 +186,16 @@ def inject_hyperparams(
     build.__name__ = f"inject_hyperparams({getattr(factory, '__name__', 'factory')})"
     build.__doc__ = f"{getattr(factory, '__name__', 'factory')} with its numeric hyper-parameters held in the state."
     return build
+
+
+def _held(hp: dict[str, Any]) -> tuple[tuple[str, ...], tuple[Any, ...], tuple[Any, ...]]:
+    """The names, the tensors themselves and their in-place versions: what a reused build depends on."""
+    return tuple(hp), tuple(hp.values()), tuple(getattr(t, "_version", None) for t in hp.values())
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    """Whether two :func:`_held` records are the same tensors (``a`` holds its own: no id is reused)."""
+    return a[0] == b[0] and all(x is y for x, y in zip(a[1], b[1])) and a[2] == b[2]
 
 
 def _is_numeric(value: Any) -> bool:
