@@ -37,7 +37,7 @@ def plain_eager() -> bool:
 
 def _plain_cpu(x: Any) -> bool:
     """A plain (not subclassed) CPU tensor that needs no grad."""
-    return type(x) is torch.Tensor and x.device.type == "cpu" and not x.requires_grad
+    return type(x) is torch.Tensor and x.is_cpu and not x.requires_grad
 
 
 def plain_cpu_tensors(*xs: torch.Tensor) -> bool:

@@ -105,7 +105,7 @@ def check(
     health = state.health
     alive = health["diverged_at"] < 0
     reason = torch.zeros_like(health["reason"])
-    finite = tree_all_finite((new.gen, new.disc, new.gen_ema, new.extra)) & tree_all_finite(metrics)
+    finite = tree_all_finite((new.gen, new.disc, new.gen_ema, new.extra, metrics))
     reason = torch.where(~finite, torch.ones_like(reason), reason)
     if guard.max_param is not None:
         big = tree_reduce(tree_leaves((new.gen.params, new.disc.params)), lambda x: x.abs().amax(), torch.amax)

@@ -175,11 +175,15 @@ def tree_reduce(
     """One 0-d reduction over all ``leaves``: ``combine(stack([leaf(x) for x in leaves]))``, for a
     ``leaf`` reduction that ``combine`` finishes (all of alls, max of maxes).
 
-    Eager, it is ``leaf`` of the leaves flattened into one vector (per run under ``vmap``): an eager
-    step pays per kernel call, and three calls beat two per leaf (mixed dtypes are promoted, which
-    the finiteness and magnitude checks do not notice). Compiled, the per-leaf form is kept: inductor
+    Eager, it is ``leaf`` of the leaves flattened into one vector per dtype (per run under ``vmap``),
+    then ``combine`` of those (promoted to one dtype, which the finiteness and magnitude checks do
+    not notice): an eager step pays per kernel call, and a few calls beat two per leaf. Compiled, the per-leaf form is kept: inductor
     fuses it and would otherwise materialise the concatenation.
     """
     if torch.compiler.is_compiling():
         return combine(torch.stack([leaf(x) for x in leaves]))
-    return leaf(torch.cat([x.reshape(-1) for x in leaves]))
+    groups: dict[torch.dtype, list[torch.Tensor]] = {}
+    for x in leaves:  # one vector per dtype: a mixed concatenation would convert every leaf first
+        groups.setdefault(x.dtype, []).append(x if x.dim() == 1 else x.reshape(-1))
+    parts = [leaf(torch.cat(g)) for g in groups.values()]
+    return parts[0] if len(parts) == 1 else combine(torch.stack(parts))
