@@ -16,6 +16,11 @@ generator vectorises under ``torch.func.vmap`` and fuses under
 Keys may carry leading batch dimensions: a ``(S, 2)`` stack of keys gives
 ``(S, *shape)`` samples, each row equal to what its key gives alone.
 
+Plainly eager on the CPU (:mod:`funcgan._mode`) the same integer hash runs on the host, where
+an op costs a fraction of a dispatched torch op: a single key's ``split`` and ``fold_in`` in
+Python integers, its draws in place in uint32 numpy, stacked keys in int64 numpy. Integer
+arithmetic is exact in every form, so all give the torch route's bits (``tests/test_random.py``).
+
 Example::
 
     k = funcgan.random.key(0)

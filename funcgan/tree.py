@@ -177,8 +177,8 @@ def tree_reduce(
 
     Eager, it is ``leaf`` of the leaves flattened into one vector per dtype (per run under ``vmap``),
     then ``combine`` of those (promoted to one dtype, which the finiteness and magnitude checks do
-    not notice): an eager step pays per kernel call, and a few calls beat two per leaf. Compiled, the per-leaf form is kept: inductor
-    fuses it and would otherwise materialise the concatenation.
+    not notice): an eager step pays per kernel call, and a few calls beat two per leaf. Compiled, the
+    per-leaf form is kept: inductor fuses it and would otherwise materialise the concatenation.
     """
     if torch.compiler.is_compiling():
         return combine(torch.stack([leaf(x) for x in leaves]))
