@@ -124,7 +124,7 @@ def check(
         # eager on the CPU, every run healthy: ``tree_where(ok, new, state)`` is ``new``, so the host's
         # one test replaces a torch.where per state leaf (the same values; traced steps never branch;
         # on a GPU the test would be a sync every step)
-        return new._replace(health={**health, "pinned": pinned}), {k: v.to(torch.float64) for k, v in metrics.items()}
+        return new._replace(health={**health, "pinned": pinned}), _as_float64(metrics)
     kept = tree_where(ok, new, state)
     newly = alive & ~ok
     kept = kept._replace(
@@ -136,6 +136,14 @@ def check(
     )
     nan = torch.tensor(float("nan"), dtype=torch.float64, device=state.step.device)
     return kept, {k: torch.where(ok, v.to(torch.float64), nan) for k, v in metrics.items()}
+
+
+def _as_float64(metrics: Metrics) -> Metrics:
+    """The metrics in float64; 0-d metrics of one dtype (an eager step's) cast in one call (the same values)."""
+    values = list(metrics.values())
+    if values and all(v.dim() == 0 and v.dtype == values[0].dtype for v in values):
+        return dict(zip(metrics, torch.stack(values).to(torch.float64).unbind()))
+    return {k: v.to(torch.float64) for k, v in metrics.items()}
 
 
 def guarded(

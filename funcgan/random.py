@@ -359,7 +359,8 @@ def normal(
     u1, u2 = u[..., :half], u[..., half:]
     r = torch.sqrt(-2.0 * torch.log1p(-u1))
     theta = (2.0 * math.pi) * u2
-    z = torch.cat([r * torch.cos(theta), r * torch.sin(theta)], dim=-1)[..., :n]
+    z = torch.cat([r * torch.cos(theta), r * torch.sin(theta)], dim=-1)
+    z = z if n == 2 * half else z[..., :n]
     z = z.reshape((*k.shape[:-1], *shape))
     return z if work == dtype else z.to(dtype)
 

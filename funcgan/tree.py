@@ -182,8 +182,12 @@ def tree_reduce(
     """
     if torch.compiler.is_compiling():
         return combine(torch.stack([leaf(x) for x in leaves]))
-    groups: dict[torch.dtype, list[torch.Tensor]] = {}
+    groups: dict[torch.dtype, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
     for x in leaves:  # one vector per dtype: a mixed concatenation would convert every leaf first
-        groups.setdefault(x.dtype, []).append(x if x.dim() == 1 else x.reshape(-1))
-    parts = [leaf(torch.cat(g)) for g in groups.values()]
+        vectors, scalars = groups.setdefault(x.dtype, ([], []))
+        if x.dim() == 0:
+            scalars.append(x)  # stacked in one call, not reshaped one by one
+        else:
+            vectors.append(x if x.dim() == 1 else x.reshape(-1))
+    parts = [leaf(torch.cat(v + [torch.stack(s)] if s else v)) for v, s in groups.values()]
     return parts[0] if len(parts) == 1 else combine(torch.stack(parts))

@@ -269,6 +269,53 @@ def test_eager_guard_comparison_catches_a_shortcut_that_forgets_the_pinned_count
                       _guarded_run(step, state, 40, traced_form=True)[0])
 
 
+_SPECIAL = st.sampled_from([0.0, -2.5, 3e38, float("nan"), float("inf"), float("-inf")])
+
+
+@st.composite
+def _leaf_lists(draw, allow_empty):
+    """Lists of float32/float64 leaves of 0 to 3 dims, some entries NaN or infinite."""
+    leaves = []
+    for _ in range(draw(st.integers(1, 6))):
+        shape = tuple(draw(st.lists(st.integers(0 if allow_empty else 1, 3), max_size=3)))
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(draw(st.integers(0, 99))))
+        x = x.to(draw(st.sampled_from([torch.float32, torch.float64])))
+        if x.numel() and draw(st.booleans()):
+            x.view(-1)[draw(st.integers(0, x.numel() - 1))] = draw(_SPECIAL)
+        leaves.append(x)
+    return leaves
+
+
+def _reductions_agree(leaves) -> bool:
+    """Whether the eager reductions give the per-leaf verdicts: all finite, and the largest magnitude
+    (NaN if any leaf has one)."""
+    from funcgan import tree
+
+    if bool(tree.tree_all_finite(leaves)) != all(bool(torch.isfinite(x).all()) for x in leaves):
+        return False
+    full = [x for x in leaves if x.numel()]
+    if not full:
+        return True
+    got = tree.tree_reduce(full, lambda x: x.abs().amax(), torch.amax).double()
+    want = torch.stack([x.abs().amax().double() for x in full]).amax()
+    return bool(torch.equal(got, want) or (got.isnan() and want.isnan()))
+
+
+@given(leaves=_leaf_lists(allow_empty=True))
+def test_eager_tree_reductions_give_the_per_leaf_verdicts(leaves):
+    """Leaves concatenated per dtype, 0-d leaves stacked: the verdicts of one reduction per leaf."""
+    assert _reductions_agree(leaves)
+
+
+def test_an_eager_reduction_that_drops_the_0d_leaves_is_caught(monkeypatch):
+    """Negative control: a reduction that forgets the 0-d leaves misses a NaN in one."""
+    from funcgan import tree
+
+    real = tree.tree_reduce
+    monkeypatch.setattr(tree, "tree_reduce", lambda xs, leaf, combine: real([x for x in xs if x.dim()], leaf, combine))
+    assert not _reductions_agree([torch.ones(3, 2), torch.tensor(float("nan"))])
+
+
 # ----------------------------------------------------------------------------- checkpoints and resume
 
 
