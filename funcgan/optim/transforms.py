@@ -56,12 +56,29 @@ class _PerDtype:
     def __call__(self, name: str, like: torch.Tensor) -> Any:
         key = (name, like.dtype)
         if key not in self.cache:
-            self.cache[key] = _cast(self.values[name], like)
+            if not any(k[1] == like.dtype for k in self.cache):
+                self._cast_together(like.dtype)
+            if key not in self.cache:
+                self.cache[key] = _cast(self.values[name], like)
         return self.cache[key]
+
+    def _cast_together(self, dtype: torch.dtype) -> None:
+        """Eagerly, the 0-d tensor values of one dtype and device (Adam's six) cast in one call, not one each
+        (the same values: a cast is elementwise). Compiled, inductor fuses the casts anyway."""
+        if torch.compiler.is_compiling():
+            return
+        tensors = {k: v for k, v in self.values.items() if isinstance(v, torch.Tensor) and v.dim() == 0}
+        kinds = {(v.dtype, v.device) for v in tensors.values()}
+        if len(tensors) < 2 or len(kinds) != 1:
+            return
+        cast = torch.stack(list(tensors.values())).to(dtype).unbind()
+        self.cache.update({(k, dtype): c for k, c in zip(tensors, cast)})
 
 
 def _f64(x: Scalar, device: torch.device) -> torch.Tensor:
-    return x.to(torch.float64) if isinstance(x, torch.Tensor) else torch.tensor(x, dtype=torch.float64, device=device)
+    if isinstance(x, torch.Tensor):
+        return x if x.dtype == torch.float64 else x.to(torch.float64)
+    return torch.tensor(x, dtype=torch.float64, device=device)
 
 
 def _safe_sqrt(v: torch.Tensor) -> torch.Tensor:
