@@ -81,10 +81,9 @@ def _block(k0: torch.Tensor, k1: torch.Tensor, c: torch.Tensor) -> tuple[torch.T
     Each word mixes the counter with both key words through three avalanche
     rounds, along two separate paths, so the pair carries 64 bits.
 
-    Plainly eager on the CPU the same integer ops run in numpy (:func:`_block_numpy`),
-    where a small op costs a fraction of a dispatched torch op (an eager step hashes
-    through ~7 calls); integer arithmetic is exact, so both give the same bits
-    (``tests/test_random.py``).
+    Plainly eager on the CPU the same integer ops run in numpy (:func:`_block_numpy`; a single
+    key takes the cheaper routes of :func:`_keys_from_ints` and :func:`_stream_u32` before it gets
+    here); integer arithmetic is exact, so all give the same bits (``tests/test_random.py``).
     """
     if plain_cpu_tensors(k0, k1, c):
         return _block_numpy(k0, k1, c)
@@ -124,7 +123,7 @@ def _keys_from_ints(k0: int, k1: int, counters: Sequence[int]) -> Key:
 def _one_key(k: Key) -> tuple[int, int] | None:
     """The two words of ``k`` when it is a single plain CPU key of 32-bit words in a plainly eager call
     (a step's draws; the uint32 route of :func:`_stream_u32` then gives the same bits), else None."""
-    if k.dim() != 1 or not plain_cpu_tensors(k):
+    if k.dim() != 1 or not plain_cpu_tensors(k):  # (callers keep counters below 2**31)
         return None
     a, b = k.tolist()
     return (a, b) if 0 <= a <= _MASK and 0 <= b <= _MASK else None
@@ -227,7 +226,7 @@ def split(k: Key, num: int = 2) -> Key:
     _check_key(k, "split")
     if not isinstance(num, int) or num < 1:
         raise ValueError(f"funcgan.random.split: num must be an int >= 1, got {num!r}")
-    if k.dim() == 1 and plain_cpu_tensors(k):
+    if k.dim() == 1 and num <= 64 and plain_cpu_tensors(k):  # a few keys (many: numpy below)
         a, b = k.tolist()
         return _keys_from_ints(a ^ _C_SPLIT, b, range(num))
     k0, k1 = _words(k)
@@ -277,7 +276,7 @@ def bits(k: Key, shape: int | Sequence[int]) -> torch.Tensor:
     _check_key(k, "bits")
     shape = _shape(shape)
     n = math.prod(shape)
-    one = _one_key(k)
+    one = _one_key(k) if n < 2**31 else None  # uint32 counters
     if one is not None:
         return torch.from_numpy(_stream_u32(*one, (n + 1) // 2)[:n].astype(np.int64)).reshape(shape)
     k0, k1 = _words(k)
@@ -289,7 +288,7 @@ def bits(k: Key, shape: int | Sequence[int]) -> torch.Tensor:
 
 def _unit_uniform(k: Key, n: int, dtype: torch.dtype) -> torch.Tensor:
     """``n`` floats in [0, 1) on a trailing axis; float64 uses 53 random bits."""
-    one = _one_key(k)
+    one = _one_key(k) if n < 2**31 else None  # uint32 counters
     if one is not None:  # in numpy: the words' conversion to floats is exact
         if dtype == torch.float64:
             x = _stream_u32(*one, n).astype(np.int64)

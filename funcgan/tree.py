@@ -184,10 +184,14 @@ def tree_reduce(
         return combine(torch.stack([leaf(x) for x in leaves]))
     groups: dict[torch.dtype, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
     for x in leaves:  # one vector per dtype: a mixed concatenation would convert every leaf first
+        if x.numel() == 0:
+            continue  # nothing to check (a group of empties would reduce nothing)
         vectors, scalars = groups.setdefault(x.dtype, ([], []))
         if x.dim() == 0:
             scalars.append(x)  # stacked in one call, not reshaped one by one
         else:
             vectors.append(x if x.dim() == 1 else x.reshape(-1))
+    if not groups:
+        return leaf(torch.cat([x.reshape(-1) for x in leaves]))
     parts = [leaf(torch.cat(v + [torch.stack(s)] if s else v)) for v, s in groups.values()]
     return parts[0] if len(parts) == 1 else combine(torch.stack(parts))

@@ -359,7 +359,7 @@ def test_an_eager_injected_update_reuses_its_build_only_while_the_hyperparameter
         hp = dict(state.hyperparams, lr=torch.tensor(1e-2 / (1 + t // 2), dtype=torch.float64))
         return state._replace(hyperparams=hp)
 
-    def in_place(state, t):
+    def in_place(state, t):  # read live by the built update either way; the refusal test below needs _version
         if t == 3:
             state.hyperparams["lr"].mul_(10.0)
             state.hyperparams["betas"][0].fill_(0.9)
@@ -389,3 +389,20 @@ def test_a_hyperparameter_made_invalid_in_place_is_refused_and_a_reuse_that_miss
     real = base._held
     monkeypatch.setattr(base, "_held", lambda hp: real(hp)[:2] + ((),))
     _injected_run(make, 8, negative_lr)  # not refused: the check would catch this route
+
+
+def test_hyperparameters_that_need_grad_keep_adams_moments_out_of_the_graph():
+    """Only the update depends on a learning rate that needs grad (a hypergradient): the moments must
+    not (casting the hyper-parameters together would tie every cast to it), nor may a reused build
+    be taken from an update made without grad."""
+    lr = torch.tensor(1e-2, dtype=torch.float64, requires_grad=True)
+    params = {"w": torch.linspace(-1, 1, 5, dtype=torch.float64)}
+    for make in (lambda: optim.adam(lr=lr), lambda: optim.inject_hyperparams(optim.adam)(lr=lr)):
+        tx = make()
+        state = tx.init(params)
+        with torch.no_grad():
+            tx.update({"w": params["w"] * 2}, state, params)
+        updates, state = tx.update({"w": params["w"] * 2}, state, params)
+        moments = [x for x in tree_leaves(state) if isinstance(x, torch.Tensor) and x.dim() == 1]
+        assert moments and not any(x.requires_grad for x in moments)
+        assert updates["w"].requires_grad

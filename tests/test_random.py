@@ -235,6 +235,12 @@ def test_numpy_routes_are_taken_eagerly_and_a_wrong_one_is_caught(monkeypatch):
     assert not _routes_agree(5, (8,), None)
 
 
+@pytest.mark.parametrize("shape", [(0,), (2, 0), (1,), ()])
+@pytest.mark.parametrize("width", [None, 2])
+def test_host_routes_of_empty_and_one_element_draws_give_the_torch_route_bits(shape, width):
+    assert _routes_agree(7, shape, width)
+
+
 def test_integer_route_is_taken_for_one_key_and_a_wrong_one_is_caught(monkeypatch):
     calls = []
     real = fr._keys_from_ints

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
+
 from funcgan import random as fr
-from funcgan.loops.base import Context, Loop, batch_at, draw_disc_inputs, draw_gen_inputs, mean_loss
+from funcgan.loops.base import Context, Loop, batch_at, draw_disc_inputs, draw_gen_inputs
 
 __all__ = ["Alternating"]
 
@@ -63,5 +65,5 @@ class Alternating(Loop):
             gen, disc, loss, m = ctx.update_gen(gen, disc, None if g["z"] is None else g["z"][j], real)
             g_losses.append(loss)
             metrics.update(m)
-        metrics.update({"disc/loss": mean_loss(d_losses), "gen/loss": mean_loss(g_losses)})
+        metrics.update({"disc/loss": torch.stack(d_losses).mean(), "gen/loss": torch.stack(g_losses).mean()})
         return state._replace(gen=gen, disc=disc), metrics

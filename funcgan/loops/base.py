@@ -42,7 +42,7 @@ from funcgan.penalties import Constraint, Penalty
 from funcgan.step import GAN, Batch, Data, Metrics, PlayerState, TrainState, apply_gradients, update_player
 from funcgan.tree import tree_where
 
-__all__ = ["Loop", "Context", "draw_disc_inputs", "draw_gen_inputs", "batch_at", "mean_loss"]
+__all__ = ["Loop", "Context", "draw_disc_inputs", "draw_gen_inputs", "batch_at"]
 
 
 def batch_at(batch: Batch, i: int) -> Batch:
@@ -69,11 +69,6 @@ def draw_gen_inputs(loop: Loop, gan: GAN, key: torch.Tensor, data: Data, dtype: 
     if loop.objective.gen_needs_real or gan.conditional:
         out["real"] = gan.sample_real(k_real, data, (n, gan.batch_size), dtype)
     return out
-
-
-def mean_loss(losses: list[torch.Tensor]) -> torch.Tensor:
-    """The mean of a step's losses (one per update); a single loss as it is (the same value, no kernels)."""
-    return losses[0] if len(losses) == 1 else torch.stack(losses).mean()
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
 from torch.func import grad_and_value
 
 from funcgan import random as fr
-from funcgan.loops.base import Context, Loop, batch_at, draw_disc_inputs, draw_gen_inputs, mean_loss
+from funcgan.loops.base import Context, Loop, batch_at, draw_disc_inputs, draw_gen_inputs
 from funcgan.optim.base import apply_updates
 from funcgan.step import PlayerState, apply_gradients
 from funcgan.tree import tree_map
@@ -84,7 +85,7 @@ class Unrolled(Loop):
         else:
             gen, disc, g_loss, m = self._unrolled_gen_step(ctx, gen, disc, inputs["unroll"], z_g, real_g)
         metrics.update(m)
-        metrics.update({"disc/loss": mean_loss(d_losses), "gen/loss": g_loss})
+        metrics.update({"disc/loss": torch.stack(d_losses).mean(), "gen/loss": g_loss})
         return state._replace(gen=gen, disc=disc), metrics
 
     def _unrolled_gen_step(self, ctx: Context, gen, disc, u, z_g, real_g):

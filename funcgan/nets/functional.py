@@ -152,8 +152,9 @@ def make_apply(module: nn.Module, who: str = "funcgan") -> Apply:
                 )
             tensors.update(stochastic.forward_keys(key, names))
         skel = train_skel if train else eval_skel
-        if slots is not None and tensors.keys() == slots[train].names and not _traced():
-            return slots[train].call(skel, tensors, inputs), buffers
+        mode = bool(train)
+        if slots is not None and tensors.keys() == slots[mode].names and not _traced():
+            return slots[mode].call(skel, tensors, inputs), buffers
         return functional_call(skel, tensors, inputs, tie_weights=tied), buffers
 
     apply.skeleton = train_skel  # type: ignore[attr-defined]
@@ -163,7 +164,8 @@ def make_apply(module: nn.Module, who: str = "funcgan") -> Apply:
 
 
 def _traced() -> bool:
-    """Whether dynamo or the jit tracer records this call (then ``functional_call``, which they know)."""
+    """Whether dynamo or the jit tracer records this call: then ``functional_call`` (which dynamo knows, and
+    which refuses the jit tracer with its own error, as before)."""
     return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
@@ -178,7 +180,7 @@ class _Slots:
     as ``functional_call`` for MLPs, BatchNorm, spectral norm, dropout; ``functional_call``'s write-back
     of a tensor the forward reassigns lands in a dict :func:`make_apply` drops, so it is left out). Transforms
     (``vmap``, ``grad``) see the same calls; under ``torch.compile`` and ``torch.jit.trace``,
-    ``functional_call`` runs.
+    ``functional_call`` runs (and refuses the jit tracer, as it always did).
     """
 
     def __init__(self, skeleton: nn.Module):

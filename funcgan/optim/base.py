@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from funcgan._mode import flat_keys, plain_eager
+from funcgan._mode import flat_keys, needs_no_grad, plain_eager
 from funcgan.tree import PyTree, tree_map
 
 __all__ = [
@@ -168,8 +168,8 @@ def inject_hyperparams(
             """``factory`` over the state's hyper-parameters. Plainly eager, the last build is reused while
             the state holds the very same tensors, unmodified: the same transformation, without re-running
             the factory's checks (~0.14 ms of an eager Adam update; a value made invalid in place is still
-            refused). Traced, it is rebuilt on every call, over the traced values."""
-            if not plain_eager():
+            refused). Traced, or when a hyper-parameter needs grad, it is rebuilt on every call."""
+            if not plain_eager() or not needs_no_grad(*hp.values()):  # traced, or differentiated through
                 return factory(**_unflatten(hp), **static)
             held = _held(hp)
             if not (last and _same(last[0], held)):

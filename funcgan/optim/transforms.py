@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import torch
 
 from funcgan._checks import check_interval, check_positive
-from funcgan._mode import flat_keys, needs_no_grad
+from funcgan._mode import flat_keys, needs_no_grad, plain_eager
 from funcgan.optim.base import EmptyState, GradientTransformation, Scalar
 from funcgan.tree import PyTree, tree_leaves, tree_map
 
@@ -63,14 +63,14 @@ class _PerDtype:
         return self.cache[key]
 
     def _cast_together(self, dtype: torch.dtype) -> None:
-        """Eagerly, the 0-d tensor values of one dtype and device (Adam's six) cast in one call, not one each
-        (the same values: a cast is elementwise). Compiled, inductor fuses the casts anyway."""
-        if torch.compiler.is_compiling():
+        """Plainly eager, the 0-d tensor values of one dtype and device (Adam's six) cast in one call, not one
+        each (the same values: a cast is elementwise), when none needs grad. Traced, one cast each."""
+        if not plain_eager():
             return
         tensors = {k: v for k, v in self.values.items() if isinstance(v, torch.Tensor) and v.dim() == 0}
         kinds = {(v.dtype, v.device) for v in tensors.values()}
-        if len(tensors) < 2 or len(kinds) != 1:
-            return
+        if len(tensors) < 2 or len(kinds) != 1 or not needs_no_grad(*tensors.values()):
+            return  # a stack would make every cast need the grad one value needs
         cast = torch.stack(list(tensors.values())).to(dtype).unbind()
         self.cache.update({(k, dtype): c for k, c in zip(tensors, cast)})
 
