@@ -105,37 +105,30 @@ def check(
     health = state.health
     alive = health["diverged_at"] < 0
     finite = tree_all_finite((new.gen, new.disc, new.gen_ema, new.extra, metrics))
-    max_param, max_output, window = guard.max_param, guard.max_output, guard.pinned_window
-    big_param = big_output = None
-    if max_param is not None:
-        big_param = tree_reduce(tree_leaves((new.gen.params, new.disc.params)), lambda x: x.abs().amax(), torch.amax)
-    if max_output is not None and "gen/out_max" in metrics:
-        big_output = metrics["gen/out_max"].to(torch.float64)
+    flags: list[tuple[int, torch.Tensor]] = []  # (reason code, whether that criterion flags the run), in order
+    if guard.max_param is not None:
+        big = tree_reduce(tree_leaves((new.gen.params, new.disc.params)), lambda x: x.abs().amax(), torch.amax)
+        flags.append((2, big > guard.max_param))
+    if guard.max_output is not None and "gen/out_max" in metrics:
+        flags.append((3, metrics["gen/out_max"].to(torch.float64) > guard.max_output))
     pinned = health["pinned"]
-    at_clamp = _pinned(metrics, saturation, guard.pinned_fraction) if window is not None else None
-    if at_clamp is not None:
-        pinned = torch.where(at_clamp, pinned + 1, torch.zeros_like(pinned))
+    if guard.pinned_window is not None:
+        at_clamp = _pinned(metrics, saturation, guard.pinned_fraction)
+        if at_clamp is not None:
+            pinned = torch.where(at_clamp, pinned + 1, torch.zeros_like(pinned))
+            flags.append((4, pinned >= guard.pinned_window))
     if plain_cpu_tensors(finite):
         # eager on the CPU: if every run is healthy, ``tree_where(ok, new, state)`` is ``new``, so the host's one
         # test replaces a torch.where per state leaf (the same values; traced steps never branch; on a GPU the
-        # test would be a sync every step). Healthy is the reason chain below giving 0: a NaN magnitude
-        # cannot pass ``<=`` unnoticed, as it makes ``finite`` False.
+        # test would be a sync every step); healthy is the reason chain below giving 0, without building it
         healthy = alive & finite
-        if big_param is not None and max_param is not None:
-            healthy = healthy & (big_param <= max_param)
-        if big_output is not None and max_output is not None:
-            healthy = healthy & (big_output <= max_output)
-        if at_clamp is not None and window is not None:
-            healthy = healthy & (pinned < window)
+        for _, flag in flags:
+            healthy = healthy & ~flag
         if bool(healthy.all()):
             return new._replace(health={**health, "pinned": pinned}), _as_float64(metrics)
     reason = torch.where(~finite, torch.ones_like(health["reason"]), torch.zeros_like(health["reason"]))
-    if big_param is not None and max_param is not None:
-        reason = torch.where((reason == 0) & (big_param > max_param), torch.full_like(reason, 2), reason)
-    if big_output is not None and max_output is not None:
-        reason = torch.where((reason == 0) & (big_output > max_output), torch.full_like(reason, 3), reason)
-    if at_clamp is not None and window is not None:
-        reason = torch.where((reason == 0) & (pinned >= window), torch.full_like(reason, 4), reason)
+    for code, flag in flags:
+        reason = torch.where((reason == 0) & flag, torch.full_like(reason, code), reason)
     ok = alive & (reason == 0)
     kept = tree_where(ok, new, state)
     newly = alive & ~ok

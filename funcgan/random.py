@@ -96,11 +96,14 @@ def _block(k0: torch.Tensor, k1: torch.Tensor, c: torch.Tensor) -> tuple[torch.T
 def _block_numpy(k0: torch.Tensor, k1: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`_block` in numpy int64 arithmetic (:func:`_mix` takes arrays too), the two paths apart
     (a numpy op is cheap; stacking is not)."""
-    n0, n1, nc = k0.numpy(), k1.numpy(), c.numpy()
     with np.errstate(over="ignore"):  # a hand-made key beyond 32-bit words wraps silently, as in torch
-        w0 = _mix(_mix(_mix(nc ^ n0) ^ n1) ^ _C_OUT)
-        w1 = _mix(_mix(_mix(nc ^ n1 ^ _C_WORD1) ^ n0) ^ _C_OUT)
+        w0, w1 = _two_words(k0.numpy(), k1.numpy(), c.numpy())
     return torch.from_numpy(np.asarray(w0)), torch.from_numpy(np.asarray(w1))  # 0-d: numpy scalars
+
+
+def _two_words(k0: T, k1: T, c: T) -> tuple[T, T]:
+    """:func:`_block`'s two paths, apart, on numpy int64 arrays or Python integers."""
+    return _mix(_mix(_mix(c ^ k0) ^ k1) ^ _C_OUT), _mix(_mix(_mix(c ^ k1 ^ _C_WORD1) ^ k0) ^ _C_OUT)
 
 
 def _keys_from_ints(k0: int, k1: int, counters: Sequence[int]) -> Key:
@@ -113,10 +116,7 @@ def _keys_from_ints(k0: int, k1: int, counters: Sequence[int]) -> Key:
     Python's unbounded integers are those of int64's (``tests/test_random.py``, hand-made
     keys beyond 32-bit words included).
     """
-    out: list[int] = []
-    for c in counters:
-        out.append(_mix(_mix(_mix(c ^ k0) ^ k1) ^ _C_OUT))
-        out.append(_mix(_mix(_mix(c ^ k1 ^ _C_WORD1) ^ k0) ^ _C_OUT))
+    out = [w for c in counters for w in _two_words(k0, k1, c)]
     return torch.tensor(out, dtype=torch.int64).view(-1, 2)
 
 

@@ -188,8 +188,11 @@ def _draws(k, shape):
 
 
 def _routes_agree(seed, shape, width):
-    """Whether the numpy route of the key hash (plainly eager, CPU) gives the torch route's bits."""
-    k = fr.key(seed) if width is None else fr.split(fr.key(seed), width)
+    """Whether the host routes of the key hash (plainly eager, CPU) give the torch route's bits."""
+    return _routes_agree_for(fr.key(seed) if width is None else fr.split(fr.key(seed), width), shape)
+
+
+def _routes_agree_for(k, shape):
     fast = _draws(k, shape)
     with S.TracedForm():  # any active mode sends the hash through torch
         slow = _draws(k, shape)
@@ -210,11 +213,7 @@ _INT64 = st.integers(-(2**63), 2**63 - 1)
 def test_eager_routes_of_a_hand_made_key_give_the_torch_route_bits(words, shape):
     """A key whose words are not 32-bit (built by hand, negative or wide) wraps as int64 arithmetic
     does, in Python integers and numpy as in torch."""
-    k = torch.tensor(words, dtype=torch.int64)
-    fast = _draws(k, shape)
-    with S.TracedForm():
-        slow = _draws(k, shape)
-    assert all(f.dtype == s.dtype and torch.equal(f, s) for f, s in zip(fast, slow))
+    assert _routes_agree_for(torch.tensor(words, dtype=torch.int64), shape)
 
 
 def test_numpy_routes_are_taken_eagerly_and_a_wrong_one_is_caught(monkeypatch):
