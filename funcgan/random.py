@@ -11,7 +11,8 @@ computed in int64 arithmetic; both multipliers are below 2**31, so no product
 of a 32-bit word and a multiplier reaches 2**63 (signed overflow is undefined
 in the C++ that inductor emits). All ops are elementwise, so the whole
 generator vectorises under ``torch.func.vmap`` and fuses under
-``torch.compile``.
+``torch.compile`` (or, under :func:`host_hash`, runs as one opaque host op of a
+CPU graph: a shorter cold compile for a short run).
 
 Keys may carry leading batch dimensions: a ``(S, 2)`` stack of keys gives
 ``(S, *shape)`` samples, each row equal to what its key gives alone.
@@ -30,8 +31,9 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -48,6 +50,7 @@ __all__ = [
     "normal",
     "randint",
     "is_key",
+    "host_hash",
 ]
 
 Key = torch.Tensor
@@ -63,6 +66,31 @@ _C_SPLIT = 0xBB67AE85
 _C_FOLD = 0x243F6A88
 _C_WORD1 = 0xB7E15162
 _C_OUT = 0x3C6EF372
+#: whether a CPU ``torch.compile`` trace puts the hash on the host (see :func:`host_hash`); read only
+#: while tracing, so a compiled function keeps the form it was traced in (dynamo guards on it)
+_host_hash_on = False
+
+
+@contextlib.contextmanager
+def host_hash(on: bool = True) -> Iterator[None]:
+    """Within the block, a CPU ``torch.compile`` trace computes the key hash as one opaque host op
+    (``funcgan::hash_block``, integer numpy) instead of ~60 inlined integer ops per draw.
+
+    The words are the same integers either way, so a compiled run's numbers do not change (bitwise;
+    ``tests/test_random.py``); what changes is the cost. Inlined, the hash is most of a step's cold
+    inductor compile (its integer value ranges and C++) and nearly free per step (fused); on the
+    host it is cut from the compile (the 1-D GAN's 64-run sweep: ~50 s to ~30 s on 2 cores) and
+    costs a numpy pass per draw (+~0.01 ms per run-step at 64 runs, +~0.03 at 1,024): it pays for
+    short runs. ``funcgan.compile.compile(host_hash=True)`` calls its function inside this block,
+    and ``funcgan.sweep.run`` chooses by the run-steps (:func:`funcgan.sweep.host_hash_pays`).
+    Eager code and CUDA traces are unaffected.
+    """
+    global _host_hash_on
+    before, _host_hash_on = _host_hash_on, bool(on)
+    try:
+        yield
+    finally:
+        _host_hash_on = before
 
 
 def _mix(x: T) -> T:
@@ -83,10 +111,14 @@ def _block(k0: torch.Tensor, k1: torch.Tensor, c: torch.Tensor) -> tuple[torch.T
 
     Plainly eager on the CPU the same integer ops run in numpy (:func:`_block_numpy`; a single
     key takes the cheaper routes of :func:`_keys_from_ints` and :func:`_stream_u32` before it gets
-    here); integer arithmetic is exact, so all give the same bits (``tests/test_random.py``).
+    here), and so they do inside a CPU ``torch.compile`` graph traced under :func:`host_hash`, as one
+    opaque call (:func:`_host_block`). Integer arithmetic is exact, so all give the same bits
+    (``tests/test_random.py``).
     """
     if plain_cpu_tensors(k0, k1, c):
         return _block_numpy(k0, k1, c)
+    if _host_hash_on and torch.compiler.is_compiling() and k0.device.type == "cpu":
+        return _host_block(k0, k1, c)
     # both paths in one stacked tensor: the same ops, half the calls (what an eager step pays for)
     a, b = c ^ k0, c ^ k1 ^ _C_WORD1  # the counters' shape broadcast with the key's
     x = _mix(_mix(_mix(torch.stack([a, b])) ^ torch.stack([k1.expand(a.shape), k0.expand(a.shape)])) ^ _C_OUT)
@@ -94,11 +126,49 @@ def _block(k0: torch.Tensor, k1: torch.Tensor, c: torch.Tensor) -> tuple[torch.T
 
 
 def _block_numpy(k0: torch.Tensor, k1: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`_block` in numpy int64 arithmetic (:func:`_mix` takes arrays too), the two paths apart
-    (a numpy op is cheap; stacking is not)."""
-    with np.errstate(over="ignore"):  # a hand-made key beyond 32-bit words wraps silently, as in torch
-        w0, w1 = _two_words(k0.numpy(), k1.numpy(), c.numpy())
-    return torch.from_numpy(np.asarray(w0)), torch.from_numpy(np.asarray(w1))  # 0-d: numpy scalars
+    """:func:`_block` on the host, broadcast as torch broadcasts: in uint32 when every input is a 32-bit
+    word (keys and counters are; a product then wraps mod 2**32 as ``& _MASK`` takes it, and a
+    shift is the same logical or arithmetic), else in int64 (a hand-made key beyond 32-bit words
+    wraps as it does in torch). The two paths apart: a numpy op is cheap, stacking is not."""
+    xs = [k0.numpy(), k1.numpy(), c.numpy()]
+    if all(x.size == 0 or (x.min() >= 0 and x.max() <= _MASK) for x in xs):
+        xs = [x.astype(np.uint32) for x in xs]
+    with np.errstate(over="ignore"):
+        w0, w1 = _two_words(*xs)
+    shape = np.broadcast_shapes(*(x.shape for x in xs))  # 0-d: numpy scalars, made arrays here
+    return tuple(torch.from_numpy(np.broadcast_to(w, shape).astype(np.int64)) for w in (w0, w1))  # type: ignore[return-value]
+
+
+@torch.library.custom_op("funcgan::hash_block", mutates_args=(), device_types="cpu")
+def _host_block(k0: torch.Tensor, k1: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_block` as one opaque op of a CPU ``torch.compile`` graph, run by :func:`_block_numpy`.
+
+    Inlined, the hash is ~60 integer ops per draw whose value ranges inductor tightens symbolically
+    and whose C++ it generates and compiles: most of a step's cold compile (the README's cold-compile
+    figures). Opaque, inductor fuses the float work around it as before, and the words are the same
+    integers, so a compiled run is bitwise the run it was (``tests/test_random.py``). Under ``vmap``
+    the op broadcasts the batch (:func:`_host_block_vmap`); it has no gradient (integer outputs).
+    """
+    return _block_numpy(k0, k1, c)
+
+
+@_host_block.register_fake
+def _(k0: torch.Tensor, k1: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    shape = torch.broadcast_shapes(k0.shape, k1.shape, c.shape)
+    return k0.new_empty(shape), k0.new_empty(shape)
+
+
+@_host_block.register_vmap
+def _host_block_vmap(info, in_dims, k0, k1, c):
+    """The batch dimension of each input moved to the front (size 1 where unbatched) and the logical
+    dimensions right-aligned behind it, so broadcasting pairs the same dimensions as unbatched."""
+    xs = (k0, k1, c)
+    rank = max(x.dim() - (d is not None) for x, d in zip(xs, in_dims))
+    front = []
+    for x, d in zip(xs, in_dims):
+        x = x.unsqueeze(0) if d is None else x.movedim(d, 0)
+        front.append(x.reshape(x.shape[:1] + (1,) * (rank + 1 - x.dim()) + x.shape[1:]))
+    return _host_block(*front), (0, 0)
 
 
 def _two_words(k0: T, k1: T, c: T) -> tuple[T, T]:

@@ -225,8 +225,12 @@ def test_numpy_routes_are_taken_eagerly_and_a_wrong_one_is_caught(monkeypatch):
     fr.normal(k, (4,)), fr.normal(keys, (4,)), fr.normal(torch.tensor([-1, 2**40]), (4,))
     assert calls == ["uint32", "int64", "int64"]  # plain eager: one key of 32-bit words in uint32, others in int64
     torch.func.vmap(lambda k: fr.normal(k, (4,)))(keys)
+    assert len(calls) == 3  # under eager vmap: torch
     torch.compile(lambda k: fr.normal(k, (4,)), backend="eager", fullgraph=True)(k)
-    assert len(calls) == 3  # under vmap and compile: torch
+    assert len(calls) == 3  # compiled: torch (the hash inlined in the graph)
+    with fr.host_hash():
+        torch.compile(lambda k: fr.normal(k, (4,)), backend="eager", fullgraph=True)(k)
+    assert calls == ["uint32", "int64", "int64", "int64"]  # compiled under host_hash: the host op (its impl)
     # negative controls: a numpy route whose counters differ in their lowest bit is caught
     monkeypatch.setattr(fr, "_block_numpy", lambda k0, k1, c: real(k0, k1, c ^ 1))
     assert not _routes_agree(5, (8,), 3)
@@ -266,3 +270,58 @@ def test_a_jit_traced_draw_follows_its_key():
         traced = torch.jit.trace(lambda k: fr.normal(fr.fold_in(k, 1), (4,)), (fr.key(3),), check_trace=False)
     for seed in (3, 4):
         assert torch.equal(traced(fr.key(seed)), fr.normal(fr.fold_in(fr.key(seed), 1), (4,)))
+
+
+def _compiled_draws(k, shape, vmapped):
+    f = (lambda k: torch.func.vmap(lambda one: _draws(one, shape))(k)) if vmapped else (lambda k: _draws(k, shape))
+    torch._dynamo.reset()  # a fresh trace: the monkeypatched impl of a negative control, not a cached graph
+    with fr.host_hash():
+        return torch.compile(f, backend="aot_eager", fullgraph=True)(k)
+
+
+@pytest.mark.parametrize("vmapped", [False, True])
+def test_compiled_host_hash_op_gives_the_torch_route_bits(monkeypatch, vmapped):
+    """Compiled on the CPU under ``host_hash`` the hash is one opaque op run on the host (``funcgan::hash_block``): the
+    words, and every draw made from them, are the torch route's bits, stacked keys, ``vmap`` (its
+    batching rule) and hand-made wide keys included. ``aot_eager`` runs the same traced graph as
+    inductor (functionalised, the op's fake shapes) without inductor's minutes of C++."""
+    keys = torch.cat([fr.split(fr.key(3), 3), torch.tensor([[-1, 2**40]])])  # the last is not 32-bit words
+    calls = []
+    real = fr._block_numpy
+    monkeypatch.setattr(fr, "_block_numpy", lambda *a: calls.append(1) or real(*a))
+    with S.TracedForm():
+        want = _draws(keys, (3, 5)) if not vmapped else torch.func.vmap(lambda one: _draws(one, (3, 5)))(keys)
+    assert not calls  # the torch route
+    got = _compiled_draws(keys, (3, 5), vmapped)
+    assert calls  # the host op
+    assert all(g.dtype == w.dtype and torch.equal(g, w) for g, w in zip(got, want))
+    # negative control: an op whose counters differ in their lowest bit is caught
+    monkeypatch.setattr(fr, "_block_numpy", lambda k0, k1, c: real(k0, k1, c ^ 1))
+    got = _compiled_draws(keys, (3, 5), vmapped)
+    assert not all(torch.equal(g, w) for g, w in zip(got, want))
+
+
+_DIMS = st.sampled_from([(), (1,), (3,), (2, 3), (3, 1)])
+
+
+@given(shapes=st.tuples(_DIMS, _DIMS, _DIMS), dims=st.tuples(*[st.sampled_from([None, 0, -1])] * 3))
+def test_batching_rule_of_the_host_hash_op_is_the_op_per_run(shapes, dims):
+    """``vmap`` of the op over any mix of batched and unbatched inputs (batch axis first or last,
+    different logical ranks) is the op applied run by run with torch's broadcasting."""
+    B = 4
+    if all(d is None for d in dims):
+        dims = (0,) + dims[1:]
+    try:
+        torch.broadcast_shapes(*shapes)
+    except RuntimeError:
+        return  # shapes that do not broadcast are nobody's inputs
+    g = torch.Generator().manual_seed(len(str(shapes)) + 7 * len(str(dims)))
+    xs = []
+    for shape, d in zip(shapes, dims):
+        x = torch.randint(0, 2**32, shape if d is None else (B, *shape), generator=g)
+        xs.append(x if d is None else x.movedim(0, d))
+    w0, w1 = torch.func.vmap(fr._host_block, in_dims=dims)(*xs)
+    for b in range(B):
+        one = [x if d is None else x.select(d, b) for x, d in zip(xs, dims)]
+        t0, t1 = fr._two_words(*one)  # the hash's definition, in torch ops that broadcast
+        assert torch.equal(w0[b], t0) and torch.equal(w1[b], t1)

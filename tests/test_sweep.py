@@ -529,3 +529,39 @@ def test_auto_chunk_on_the_cpu_is_the_default_and_is_reported(gauss):
         from funcgan.memory import free_bytes
 
         free_bytes("cpu")
+
+
+def _sweep_leaves(res):
+    return [*tree_leaves(res.state), *res.history.values()]
+
+
+def test_a_sweep_with_its_keys_hashed_on_the_host_is_bitwise_the_inlined_one(monkeypatch):
+    """``host_hash`` moves the key hash of a compiled CPU step into one opaque op (a shorter cold
+    compile); the words are the same integers, so a sweep's every state leaf and metric are the same
+    bits. The traced graphs are recorded: the op is in the host-hash step's and in no other, and an
+    op whose counters are off by one bit changes the run (negative control)."""
+    system = systems.seeds.gaussian1d()
+    points = sweep.grid(range(3))
+    graphs: list[str] = []
+
+    def recording(gm, inputs):
+        graphs.append(gm.print_readable(print_output=False))
+        return gm.forward
+
+    runs = {}
+    for on in (False, True):
+        graphs.clear()
+        runs[on] = sweep.run(system, points, 4, backend=recording, host_hash=on, log_every=1)
+        assert graphs and any("hash_block" in g for g in graphs) == on
+    assert all(torch.equal(a, b) for a, b in zip(_sweep_leaves(runs[False]), _sweep_leaves(runs[True])))
+    real = fr._block_numpy
+    monkeypatch.setattr(fr, "_block_numpy", lambda k0, k1, c: real(k0, k1, c ^ 1))
+    torch._dynamo.reset()
+    off = sweep.run(system, points, 4, backend=recording, host_hash=True, log_every=1)
+    assert not all(torch.equal(a, b) for a, b in zip(_sweep_leaves(runs[False]), _sweep_leaves(off)))
+
+
+def test_host_hash_is_chosen_for_short_compiled_cpu_sweeps_only():
+    n = sweep.HOST_HASH_RUN_STEPS
+    assert sweep.host_hash_pays(n) and not sweep.host_hash_pays(n + 1)
+    assert not sweep.host_hash_pays(10, "cuda") and not sweep.host_hash_pays(10, "cpu", "aot_eager")

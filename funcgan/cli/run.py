@@ -49,7 +49,15 @@ def add_parsers(sub: Any) -> None:
 
 
 def choose_compile(args: argparse.Namespace, run_steps: int, device: str) -> tuple[bool, str]:
-    """Compile or not, and why (printed): the user's choice, else by the expected payoff."""
+    """Compile or not, and why (printed): the user's choice, else by the expected payoff. A compiled
+    CPU run short enough for it hashes its keys on the host (``sweep.run``'s own choice, said here)."""
+    compiled, why = _choose_compile(args, run_steps, device)
+    if compiled and sweep.host_hash_pays(run_steps, device, args.backend or "inductor"):
+        why += f", keys hashed on the host (a shorter cold compile up to {sweep.HOST_HASH_RUN_STEPS:,} run-steps)"
+    return compiled, why
+
+
+def _choose_compile(args: argparse.Namespace, run_steps: int, device: str) -> tuple[bool, str]:
     if args.compile and args.no_compile:
         raise CLIError("--compile and --no-compile contradict each other")
     if args.compile:
