@@ -126,17 +126,39 @@ def _block(k0: torch.Tensor, k1: torch.Tensor, c: torch.Tensor) -> tuple[torch.T
 
 
 def _block_numpy(k0: torch.Tensor, k1: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`_block` on the host, broadcast as torch broadcasts: in uint32 when every input is a 32-bit
-    word (keys and counters are; a product then wraps mod 2**32 as ``& _MASK`` takes it, and a
-    shift is the same logical or arithmetic), else in int64 (a hand-made key beyond 32-bit words
-    wraps as it does in torch). The two paths apart: a numpy op is cheap, stacking is not."""
+    """:func:`_block` on the host, broadcast as torch broadcasts: in place in uint32 when every input
+    is a 32-bit word (keys and counters are; :func:`_block_u32`), else in int64 (a hand-made key
+    beyond 32-bit words wraps as it does in torch; the two paths apart)."""
     xs = [k0.numpy(), k1.numpy(), c.numpy()]
     if all(x.size == 0 or (x.min() >= 0 and x.max() <= _MASK) for x in xs):
-        xs = [x.astype(np.uint32) for x in xs]
+        w = _block_u32(*xs).astype(np.int64)
+        return torch.from_numpy(w[0]), torch.from_numpy(w[1])
     with np.errstate(over="ignore"):
         w0, w1 = _two_words(*xs)
     shape = np.broadcast_shapes(*(x.shape for x in xs))  # 0-d: numpy scalars, made arrays here
     return tuple(torch.from_numpy(np.broadcast_to(w, shape).astype(np.int64)) for w in (w0, w1))  # type: ignore[return-value]
+
+
+def _block_u32(k0: np.ndarray | int, k1: np.ndarray | int, c: np.ndarray) -> np.ndarray:
+    """:func:`_block`'s two words, stacked on a leading axis of 2, in place in one uint32 array, for
+    key words and counters below 2**32 (broadcast together): a product wraps mod 2**32 as
+    ``& _MASK`` takes it, and a shift of a word below 2**32 is the same logical or arithmetic, so
+    the bits are int64's. Both paths in one array: ~8 numpy calls a round on half the bytes of the
+    int64 route, ~2.5x faster (``tests/test_random.py``: the same bits)."""
+    k0, k1 = np.asarray(k0, dtype=np.uint32), np.asarray(k1, dtype=np.uint32)
+    c = np.asarray(c, dtype=np.uint32)
+    x = np.empty((2, *np.broadcast_shapes(k0.shape, k1.shape, c.shape)), dtype=np.uint32)
+    np.bitwise_xor(c, k0, out=x[0])
+    np.bitwise_xor(c, k1, out=x[1])
+    x[1] ^= np.uint32(_C_WORD1)
+    tmp = np.empty_like(x)
+    _mix_u32(x, tmp)
+    x[0] ^= k1
+    x[1] ^= k0
+    _mix_u32(x, tmp)
+    x ^= np.uint32(_C_OUT)
+    _mix_u32(x, tmp)
+    return x
 
 
 @torch.library.custom_op("funcgan::hash_block", mutates_args=(), device_types="cpu")
@@ -212,25 +234,9 @@ def _mix_u32(x: np.ndarray, tmp: np.ndarray) -> None:
 
 def _stream_u32(k0: int, k1: int, m: int) -> np.ndarray:
     """``cat(_block(k0, k1, arange(m)))`` (both words of counters ``0 .. m-1``, first words first) as a
-    uint32 array, for one key of 32-bit words.
-
-    A single key's draw (the noise and data batches of an eager step) is the hash of a few hundred
-    counters: in place in uint32, both paths in one array, it is ~8 numpy calls a round on half the
-    bytes, ~2.5x faster than the int64 route (``tests/test_random.py``: the same bits).
-    """
-    x = np.empty(2 * m, dtype=np.uint32)
-    x[:m] = np.arange(m, dtype=np.uint32)
-    x[m:] = x[:m]
-    x[:m] ^= np.uint32(k0)
-    x[m:] ^= np.uint32(k1 ^ _C_WORD1)
-    tmp = np.empty_like(x)
-    _mix_u32(x, tmp)
-    x[:m] ^= np.uint32(k1)
-    x[m:] ^= np.uint32(k0)
-    _mix_u32(x, tmp)
-    x ^= np.uint32(_C_OUT)
-    _mix_u32(x, tmp)
-    return x
+    uint32 array, for one key of 32-bit words: a single key's draw (the noise and data batches of an
+    eager step), by :func:`_block_u32`."""
+    return _block_u32(k0, k1, np.arange(m, dtype=np.uint32)).reshape(-1)
 
 
 def _words(k: Key) -> tuple[torch.Tensor, torch.Tensor]:
