@@ -76,9 +76,9 @@ __all__ = [
 
 #: a compiled CPU sweep of at most this many run-steps hashes its keys on the host
 #: (:func:`funcgan.random.host_hash`). Measured on the 1-D GAN, 2 cores: the host hash cuts ~20 s of
-#: the ~50 s cold compile and costs ~0.01-0.03 ms per run-step (+~0.7 ms a step at 64 runs, +~30 ms
-#: at 1,024), so it pays up to ~700,000 run-steps; a warm inductor cache saves the compile anyway,
-#: so the bound is kept below break-even.
+#: the ~50 s cold compile and costs ~0.015 ms per run-step (~1 ms of a ~6 ms step at 64 runs, 3.5 ms
+#: of a ~26 ms call of 256), so it pays up to ~1.5 million run-steps; a warm inductor cache saves
+#: the compile anyway, so the bound is kept well below break-even.
 HOST_HASH_RUN_STEPS = 500_000
 
 _MAX_SEED = 2**63
