@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import threading
 import types
 from collections.abc import Callable
 from typing import Any
@@ -35,7 +36,7 @@ import torch
 
 from funcgan import random as fr
 
-__all__ = ["compile", "check_settings", "inductor_options", "TransposeThinBmm", "ChainCaller"]
+__all__ = ["compile", "check_settings", "inductor_options", "TransposeThinBmm", "ChainCaller", "prefetch_cpu_isa"]
 
 
 @functools.cache
@@ -48,6 +49,28 @@ def _register_pass() -> None:
     except ImportError:  # pragma: no cover - older torch: a plain callable (no FX-graph caching)
         return
     CustomGraphPass.register(TransposeThinBmm)
+
+
+@functools.cache
+def prefetch_cpu_isa() -> threading.Thread:
+    """Start inductor's detection of the CPU's vector instruction sets in a background thread (once a
+    process), so that it overlaps the trace of the first CPU compile instead of following it.
+
+    Inductor learns which of AVX-512 VNNI, AVX-512 and AVX2 it may emit by compiling a small C++
+    program against ATen's vector headers for each and loading it in a subprocess, the first time
+    its C++ code generation asks (``cpu_vec_isa.valid_vec_isa_list``, cached for the process, the
+    libraries for the cache folder): ~8 s on 2 cores from an empty inductor cache, ~1 s from a warm
+    one, serially, after dynamo's trace and AOT's functionalisation (~5-10 s of Python). The
+    thread spends its time waiting on the compiler and the loader, not holding the GIL, so the two
+    overlap on a second core. Inductor takes a file lock around each check, so a trace that asks
+    before the thread is done waits for the check in progress rather than repeating it, and
+    the answer is the same either way (it is the machine's).
+    """
+    from torch._inductor import cpu_vec_isa  # imported here: an import inside the thread could race the main one
+
+    thread = threading.Thread(target=cpu_vec_isa.valid_vec_isa_list, name="funcgan-isa-check", daemon=True)
+    thread.start()
+    return thread
 
 
 @functools.cache

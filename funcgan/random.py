@@ -80,7 +80,8 @@ def host_hash(on: bool = True) -> Iterator[None]:
     ``tests/test_random.py``); what changes is the cost. Inlined, the hash is most of a step's cold
     inductor compile (its integer value ranges and C++) and nearly free per step (fused); on the
     host it is cut from the compile (the 1-D GAN's 64-run sweep: ~50 s to ~30 s on 2 cores) and
-    costs a numpy pass per draw (~0.015 ms per run-step): it pays for short runs. ``funcgan.compile.compile(host_hash=True)`` calls its function inside this block,
+    costs a numpy pass per draw (~0.015 ms per run-step): it pays for short runs.
+    ``funcgan.compile.compile(host_hash=True)`` calls its function inside this block,
     and ``funcgan.sweep.run`` chooses by the run-steps (:func:`funcgan.sweep.host_hash_pays`).
     Eager code and CUDA traces are unaffected.
     """

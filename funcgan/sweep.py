@@ -47,7 +47,7 @@ import torch
 from torch.func import vmap
 
 from funcgan import random as fr
-from funcgan.compile import ChainCaller, check_settings
+from funcgan.compile import ChainCaller, check_settings, prefetch_cpu_isa
 from funcgan.compile import compile as compile_step
 from funcgan.guard import Guard, guarded
 from funcgan.memory import CPU_CHUNK, Plan, fit_chunk, free_bytes, measure
@@ -590,6 +590,8 @@ def run(
     # by the run-steps still to train (a resumed sweep has fewer); step_for reads it at its first call
     on_host = bool(compile and host_hash_pays(sum(steps - start[i] for i in pending), device, backend))
     on_host = on_host if host_hash is None else bool(host_hash)
+    if compile and backend == "inductor" and torch.device(device).type == "cpu" and pending:
+        prefetch_cpu_isa()  # inductor's ISA check in the background, during the first trace
     parts: list[tuple[list[int], TrainState]] = []
     if states is not None:
         done = [i for i in range(S) if start[i] >= steps]

@@ -565,3 +565,48 @@ def test_host_hash_is_chosen_for_short_compiled_cpu_sweeps_only():
     n = sweep.HOST_HASH_RUN_STEPS
     assert sweep.host_hash_pays(n) and not sweep.host_hash_pays(n + 1)
     assert not sweep.host_hash_pays(10, "cuda") and not sweep.host_hash_pays(10, "cpu", "aot_eager")
+
+
+class _Started(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    "compile, backend, starts",
+    [(True, "inductor", True), (True, "aot_eager", False), (False, "inductor", False)],
+)
+def test_inductors_isa_check_is_started_before_a_cpu_inductor_compile_only(
+    monkeypatch, compile, backend, starts
+):
+    """A compiled CPU sweep under inductor starts inductor's vector-ISA check in the background before
+    its first trace (``funcgan.compile.prefetch_cpu_isa``); eager and other backends do not."""
+
+    def started():
+        raise _Started
+
+    monkeypatch.setattr(sweep, "prefetch_cpu_isa", started)
+    system = systems.seeds.gaussian1d()
+    if starts:
+        with pytest.raises(_Started):
+            sweep.run(system, sweep.grid([0]), 2, compile=compile, backend=backend)
+    else:
+        sweep.run(system, sweep.grid([0]), 2, compile=compile, backend=backend)
+
+
+def test_prefetch_of_the_isa_check_runs_it_once_in_a_background_thread(monkeypatch):
+    import threading
+
+    from torch._inductor import cpu_vec_isa
+
+    from funcgan import compile as fc
+
+    ran = []
+    monkeypatch.setattr(cpu_vec_isa, "valid_vec_isa_list", lambda: ran.append(threading.current_thread().name))
+    fc.prefetch_cpu_isa.cache_clear()
+    try:
+        first = fc.prefetch_cpu_isa()
+        assert fc.prefetch_cpu_isa() is first  # once a process
+        first.join(timeout=10)
+        assert ran == ["funcgan-isa-check"] and first.daemon
+    finally:
+        fc.prefetch_cpu_isa.cache_clear()
