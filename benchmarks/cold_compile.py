@@ -1,10 +1,14 @@
 """Cold compile: a compiled ``funcgan sweep`` from an empty inductor cache, with and without one of
 funcgan's workarounds of inductor's compile time: ``--workaround ranges`` (the default) turns off the
 fast intersection of integer value ranges (``funcgan.compile._integer_range_intersections``),
-``--workaround dtype-rules`` the once-built dtype handler (``funcgan.compile._dtype_rules_once``).
+``--workaround dtype-rules`` the once-built dtype handler (``funcgan.compile._dtype_rules_once``),
+``--workaround host-hash`` the key hash on the host (``funcgan.sweep.HOST_HASH_RUN_STEPS`` set below
+every sweep), ``--workaround isa-prefetch`` the background ISA check (``funcgan.sweep.prefetch_cpu_isa``).
 
     python benchmarks/cold_compile.py --pairs 2 --json benchmarks/results/cpu_cold_compile_ranges.json
     python benchmarks/cold_compile.py --pairs 3 --workaround dtype-rules --json benchmarks/results/cpu_cold_compile.json
+    python benchmarks/cold_compile.py --pairs 2 --workaround host-hash --json benchmarks/results/cpu_cold_compile_host_hash.json
+    python benchmarks/cold_compile.py --pairs 2 --workaround isa-prefetch --json benchmarks/results/cpu_cold_compile_isa.json
 
 Each process runs ``funcgan sweep --seeds 0:64 --steps 200 --compile`` (the 1-D GAN) with
 ``TORCHINDUCTOR_CACHE_DIR`` pointed at a fresh folder, so every one pays the full compile; the two
@@ -26,17 +30,23 @@ from time_to_result import _timed, cold_cache  # this folder: run as a script
 
 CHILD = """
 import sys
-import funcgan.compile
+import funcgan.compile, funcgan.sweep
 if sys.argv[1] == "without":
-    setattr(funcgan.compile, sys.argv[5], lambda: None)
+    owner, name = sys.argv[5].rsplit(".", 1)
+    setattr(sys.modules[owner], name, -1 if name.isupper() else lambda: None)
 from funcgan.cli import main
 sys.exit(main(["sweep", "--seeds", sys.argv[2], "--steps", sys.argv[3], "--out", sys.argv[4],
                "--compile", "--no-progress"]))
 """
 
 
-#: the workarounds of funcgan.compile, by their --workaround name
-WORKAROUNDS = {"dtype-rules": "_dtype_rules_once", "ranges": "_integer_range_intersections"}
+#: funcgan's workarounds of inductor's compile time (what a "without" process turns off), by --workaround name
+WORKAROUNDS = {
+    "dtype-rules": "funcgan.compile._dtype_rules_once",
+    "ranges": "funcgan.compile._integer_range_intersections",
+    "host-hash": "funcgan.sweep.HOST_HASH_RUN_STEPS",  # a bound below every sweep: the hash inlined
+    "isa-prefetch": "funcgan.sweep.prefetch_cpu_isa",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         payload = {
-            "workaround": f"funcgan.compile.{name}",
+            "workaround": name,
             "job": f"funcgan sweep --seeds {args.seeds} --steps {args.steps} --compile, empty inductor cache",
             "torch": torch.__version__,
             "cpus": os.cpu_count(),
