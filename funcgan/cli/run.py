@@ -25,10 +25,12 @@ from funcgan.cli.paint import Painter
 __all__ = ["add_parsers", "cmd_train", "cmd_sweep", "choose_compile"]
 
 #: below this many run-steps a CPU run is eager by default. The break-even of the 1-D GAN on 2 cores
-#: (benchmarks/time_to_result.py): eager runs ~250 run-steps/s (sweeps run run by run), inductor's
-#: cold compile takes ~60-90 s and the compiled sweep then runs ~30,000 run-steps/s, so compiling
-#: pays from ~20,000 run-steps (a 64-seed sweep of 1,000 steps: 64,000); a larger network's eager step
-#: grows faster than its compile time, so the same count is on the safe side for it.
+#: (benchmarks/time_to_result.py): eager runs ~250-450 run-steps/s (sweeps run run by run), a short
+#: sweep's cold compile takes ~20-30 s (its keys hashed on the host; ~50-60 s inlined) and the
+#: compiled sweep then runs ~10,000-30,000 run-steps/s, so compiling pays from ~5,000-15,000
+#: run-steps (a 64-seed sweep of 1,000 steps: 64,000); the bound stays above that, since an eager run
+#: is cheap to start and the same bits as a lone run, and a larger network's eager step grows faster
+#: than its compile time, so the count is on the safe side for it.
 COMPILE_PAYOFF_RUN_STEPS = 20_000
 
 
