@@ -62,9 +62,12 @@ def prefetch_cpu_isa() -> threading.Thread:
     libraries for the cache folder): ~8 s on 2 cores from an empty inductor cache, ~1 s from a warm
     one, serially, after dynamo's trace and AOT's functionalisation (~5-10 s of Python). The
     thread spends its time waiting on the compiler and the loader, not holding the GIL, so the two
-    overlap on a second core. Inductor takes a file lock around each check, so a trace that asks
-    before the thread is done waits for the check in progress rather than repeating it, and
-    the answer is the same either way (it is the machine's).
+    overlap on a second core. The checks are cached per process without a lock, so a trace that
+    asks before the thread is done repeats the cheap parts (the CPU-flag read, a load probe per
+    ISA) but not a build: inductor takes a file lock around each build and reuses a built library.
+    The answer is the same either way (it is the machine's, read under inductor's default
+    ``cpp.vec_isa_ok``, which funcgan does not set). Like every inductor compile, it runs the C++
+    compiler and writes to inductor's cache folder: I/O that belongs to ``torch.compile``.
     """
     from torch._inductor import cpu_vec_isa  # imported here: an import inside the thread could race the main one
 

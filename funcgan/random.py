@@ -67,7 +67,8 @@ _C_FOLD = 0x243F6A88
 _C_WORD1 = 0xB7E15162
 _C_OUT = 0x3C6EF372
 #: whether a CPU ``torch.compile`` trace puts the hash on the host (see :func:`host_hash`); read only
-#: while tracing, so a compiled function keeps the form it was traced in (dynamo guards on it)
+#: while tracing, so a compiled function keeps the form it was traced in (dynamo guards on it: called
+#: outside the block it recompiles); one setting for the process, so trace from one thread at a time
 _host_hash_on = False
 
 
@@ -131,12 +132,13 @@ def _block_numpy(k0: torch.Tensor, k1: torch.Tensor, c: torch.Tensor) -> tuple[t
     beyond 32-bit words wraps as it does in torch; the two paths apart)."""
     xs = [k0.numpy(), k1.numpy(), c.numpy()]
     if all(x.size == 0 or (x.min() >= 0 and x.max() <= _MASK) for x in xs):
-        w = _block_u32(*xs).astype(np.int64)
-        return torch.from_numpy(w[0]), torch.from_numpy(w[1])
+        w = _block_u32(*xs).astype(np.int64)  # C order: what the op's fake promises a compiled graph
+        return torch.from_numpy(w[0, ...]), torch.from_numpy(w[1, ...])  # [0, ...]: an array when 0-d
     with np.errstate(over="ignore"):
         w0, w1 = _two_words(*xs)
     shape = np.broadcast_shapes(*(x.shape for x in xs))  # 0-d: numpy scalars, made arrays here
-    return tuple(torch.from_numpy(np.broadcast_to(w, shape).astype(np.int64)) for w in (w0, w1))  # type: ignore[return-value]
+    # a ufunc keeps its inputs' memory order (transposed inputs: transposed words): copied to C order
+    return tuple(torch.from_numpy(np.broadcast_to(w, shape).astype(np.int64, order="C")) for w in (w0, w1))  # type: ignore[return-value]
 
 
 def _block_u32(k0: np.ndarray | int, k1: np.ndarray | int, c: np.ndarray) -> np.ndarray:
@@ -147,14 +149,15 @@ def _block_u32(k0: np.ndarray | int, k1: np.ndarray | int, c: np.ndarray) -> np.
     int64 route, ~2.5x faster (``tests/test_random.py``: the same bits)."""
     k0, k1 = np.asarray(k0, dtype=np.uint32), np.asarray(k1, dtype=np.uint32)
     c = np.asarray(c, dtype=np.uint32)
-    x = np.empty((2, *np.broadcast_shapes(k0.shape, k1.shape, c.shape)), dtype=np.uint32)
-    np.bitwise_xor(c, k0, out=x[0])
-    np.bitwise_xor(c, k1, out=x[1])
-    x[1] ^= np.uint32(_C_WORD1)
+    x = np.empty((2, *np.broadcast_shapes(k0.shape, k1.shape, c.shape)), dtype=np.uint32)  # C order
+    a, b = x[0, ...], x[1, ...]  # views, 0-d ones included (x[0] of a (2,) array would be a scalar copy)
+    np.bitwise_xor(c, k0, out=a)
+    np.bitwise_xor(c, k1, out=b)
+    b ^= np.uint32(_C_WORD1)
     tmp = np.empty_like(x)
     _mix_u32(x, tmp)
-    x[0] ^= k1
-    x[1] ^= k0
+    a ^= k1
+    b ^= k0
     _mix_u32(x, tmp)
     x ^= np.uint32(_C_OUT)
     _mix_u32(x, tmp)

@@ -182,6 +182,7 @@ def _draws(k, shape):
     a, b = fr.split(k)[..., 0, :], fr.split(k, 3)[..., 2, :]
     return (
         fr.split(k, 5), fr.fold_in(k, 123), fr.fold_in(a, torch.tensor(2**32 - 1)), fr.bits(b, shape),
+        fr.fold_in(k, torch.tensor(9, dtype=torch.int32)),  # a 0-d number that is not int64: every input 0-d
         fr.randint(k, shape, 3, 70_000), fr.uniform(a, shape), fr.uniform(b, shape, torch.float64),
         fr.normal(k, shape), fr.normal(a, shape, torch.float64), fr.normal(b, shape, torch.bfloat16),
     )
@@ -279,36 +280,56 @@ def _compiled_draws(k, shape, vmapped):
         return torch.compile(f, backend="aot_eager", fullgraph=True)(k)
 
 
-@pytest.mark.parametrize("vmapped", [False, True])
-def test_compiled_host_hash_op_gives_the_torch_route_bits(monkeypatch, vmapped):
-    """Compiled on the CPU under ``host_hash`` the hash is one opaque op run on the host (``funcgan::hash_block``): the
-    words, and every draw made from them, are the torch route's bits, stacked keys, ``vmap`` (its
-    batching rule) and hand-made wide keys included. ``aot_eager`` runs the same traced graph as
-    inductor (functionalised, the op's fake shapes) without inductor's minutes of C++."""
-    keys = torch.cat([fr.split(fr.key(3), 3), torch.tensor([[-1, 2**40]])])  # the last is not 32-bit words
+_KEYS = {
+    "one key": lambda: fr.key(3),
+    "stacked keys": lambda: fr.split(fr.key(3), 3),
+    "with a wide key": lambda: torch.cat([fr.split(fr.key(3), 3), torch.tensor([[-1, 2**40]])]),  # not 32-bit words
+}
+
+
+@pytest.mark.parametrize(
+    "keys, vmapped",
+    [("one key", False), ("stacked keys", False), ("stacked keys", True), ("with a wide key", False),
+     ("with a wide key", True)],
+)
+@pytest.mark.parametrize("shape", [(), (0,), (3, 5)])
+def test_compiled_host_hash_op_gives_the_torch_route_bits(monkeypatch, keys, vmapped, shape):
+    """Compiled on the CPU under ``host_hash`` the hash is one opaque op run on the host
+    (``funcgan::hash_block``): the words, and every draw made from them, are the torch route's bits,
+    for a single key (0-d key words and numbers), stacked keys (uint32 route), hand-made wide keys
+    (int64 route), ``vmap`` (its batching rule), and empty and 0-d shapes. ``aot_eager`` runs the
+    same traced graph as inductor (functionalised, the op's fake shapes) without inductor's minutes
+    of C++."""
+    k = _KEYS[keys]()
     calls = []
     real = fr._block_numpy
     monkeypatch.setattr(fr, "_block_numpy", lambda *a: calls.append(1) or real(*a))
     with S.TracedForm():
-        want = _draws(keys, (3, 5)) if not vmapped else torch.func.vmap(lambda one: _draws(one, (3, 5)))(keys)
+        want = _draws(k, shape) if not vmapped else torch.func.vmap(lambda one: _draws(one, shape))(k)
     assert not calls  # the torch route
-    got = _compiled_draws(keys, (3, 5), vmapped)
+    got = _compiled_draws(k, shape, vmapped)
     assert calls  # the host op
-    assert all(g.dtype == w.dtype and torch.equal(g, w) for g, w in zip(got, want))
-    # negative control: an op whose counters differ in their lowest bit is caught
-    monkeypatch.setattr(fr, "_block_numpy", lambda k0, k1, c: real(k0, k1, c ^ 1))
-    got = _compiled_draws(keys, (3, 5), vmapped)
-    assert not all(torch.equal(g, w) for g, w in zip(got, want))
+    assert all(g.dtype == w.dtype and g.shape == w.shape and torch.equal(g, w) for g, w in zip(got, want))
+    if shape == (3, 5):  # negative control: an op whose counters differ in their lowest bit is caught
+        monkeypatch.setattr(fr, "_block_numpy", lambda k0, k1, c: real(k0, k1, c ^ 1))
+        got = _compiled_draws(k, shape, vmapped)
+        assert not all(torch.equal(g, w) for g, w in zip(got, want))
 
 
 _DIMS = st.sampled_from([(), (1,), (3,), (2, 3), (3, 1)])
 
 
-@given(shapes=st.tuples(_DIMS, _DIMS, _DIMS), dims=st.tuples(*[st.sampled_from([None, 0, -1])] * 3))
-def test_batching_rule_of_the_host_hash_op_is_the_op_per_run(shapes, dims):
-    """``vmap`` of the op over any mix of batched and unbatched inputs (batch axis first or last,
-    different logical ranks) is the op applied run by run with torch's broadcasting."""
+@given(
+    shapes=st.tuples(_DIMS, _DIMS, _DIMS),
+    dims=st.tuples(*[st.sampled_from([None, 0, 1, -1])] * 3),
+    wide=st.booleans(),
+)
+def test_batching_rule_of_the_host_hash_op_is_the_op_per_run(shapes, dims, wide):
+    """``vmap`` of the op over any mix of batched and unbatched inputs (batch axis first, inside or
+    last, different logical ranks; 32-bit words or wide and negative ones: both host routes) is the
+    op applied run by run with torch's broadcasting."""
     B = 4
+    dims = tuple(0 if d == 1 and not shape else d for d, shape in zip(dims, shapes))  # axis 1 needs a 1-d input
     if all(d is None for d in dims):
         dims = (0,) + dims[1:]
     try:
@@ -318,10 +339,29 @@ def test_batching_rule_of_the_host_hash_op_is_the_op_per_run(shapes, dims):
     g = torch.Generator().manual_seed(len(str(shapes)) + 7 * len(str(dims)))
     xs = []
     for shape, d in zip(shapes, dims):
-        x = torch.randint(0, 2**32, shape if d is None else (B, *shape), generator=g)
+        low, high = (-(2**40), 2**40) if wide else (0, 2**32)
+        x = torch.randint(low, high, shape if d is None else (B, *shape), generator=g)
         xs.append(x if d is None else x.movedim(0, d))
     w0, w1 = torch.func.vmap(fr._host_block, in_dims=dims)(*xs)
     for b in range(B):
         one = [x if d is None else x.select(d, b) for x, d in zip(xs, dims)]
         t0, t1 = fr._two_words(*one)  # the hash's definition, in torch ops that broadcast
         assert torch.equal(w0[b], t0) and torch.equal(w1[b], t1)
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_host_hash_op_returns_the_layout_its_fake_promises(wide):
+    """A compiled graph trusts the op's fake outputs' sizes and strides (inductor asserts them): the
+    real outputs are contiguous as the fake's are, transposed inputs on either host route included."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    g = torch.Generator().manual_seed(5)
+    low, high = (-(2**40), 2**40) if wide else (0, 2**32)
+    k0 = torch.randint(low, high, (3, 4), generator=g).t()  # (4, 3), transposed strides
+    k1 = torch.randint(low, high, (4, 1), generator=g)
+    c = torch.arange(3)
+    real = fr._host_block(k0, k1, c)
+    with FakeTensorMode() as mode:
+        fake = fr._host_block(*(mode.from_tensor(x) for x in (k0, k1, c)))
+    for r, f in zip(real, fake):
+        assert r.shape == f.shape == (4, 3) and r.stride() == f.stride() and r.dtype == f.dtype
