@@ -1,5 +1,6 @@
-"""Hypothesis profiles: "ci" is derandomized with a modest example count so CI
-finishes in minutes; "dev" explores more; select with HYPOTHESIS_PROFILE."""
+"""Hypothesis profiles: "ci" (the default, in CI and out) is derandomized with a modest example
+count, so the README's test command runs CI's examples and finishes in minutes; "dev" and
+"thorough" explore more, at random; select with HYPOTHESIS_PROFILE."""
 
 import os
 
@@ -23,7 +24,7 @@ settings.register_profile(
 )
 settings.register_profile("thorough", max_examples=300, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # under pytest-xdist (-n W) the W workers share the machine's cores: one torch thread each, so the
 # workers do not oversubscribe them; alone, up to 2 threads (CI's machine has 2 cores)
