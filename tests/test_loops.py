@@ -408,3 +408,16 @@ def test_every_loops_proof_catches_another_seeds_randomness(name):
     with pytest.raises(AssertionError, match="differ"):
         testing.assert_equivalent(system, steps=2, dtype=torch.float64, imperative_step=another_seeds_inputs)
     testing.assert_equivalent(system, steps=2, dtype=torch.float64)
+
+
+@given(system=gans())
+def test_drawn_discriminators_have_no_biases_under_a_shift_invariant_objective(system):
+    """Under an objective that ignores a constant shift of D's output, a D bias may only shift it (its
+    gradient is then round-off, which Adam amplifies by up to lr / eps): the drawn Ds have none;
+    under the other objectives they keep theirs (every drawn D has some: a Linear or Conv bias, or
+    BatchNorm's shift)."""
+    biases = [n for n, _ in system.gan.disc.named_parameters() if n.endswith("bias")]
+    if system.gan.loop.objective.name in testing.strategies.SHIFT_INVARIANT:
+        assert biases == []
+    else:
+        assert biases
