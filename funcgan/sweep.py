@@ -182,7 +182,10 @@ def init_sweep(
     seeds = torch.tensor([p["seed"] for p in points], dtype=torch.int64, device=device)
     keys = fr.key(seeds)  # (S, 2)
     states = vmap(lambda k: init_state(gan, k, dtype, device), randomness="error")(keys)
-    states = tree_map(lambda x: x.contiguous().clone(), states)
+    # contiguous strides, not just contiguous memory: a size-1 axis made by vmap's expand has stride 0, which
+    # ``.contiguous().clone()`` keeps, and the step returns stride 1 there; dynamo guards on strides, so a
+    # one-run compiled sweep recompiled at its second step (hyper-parameters of shape (1,))
+    states = tree_map(lambda x: x.clone(memory_format=torch.contiguous_format), states)
     names = sweepable(gan)
     for name in sorted({k for p in points for k in p if k != "seed"}):
         col = torch.tensor([p[name] for p in points], dtype=torch.float64, device=device)  # (S,) or (S, 2)

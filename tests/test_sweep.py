@@ -610,3 +610,27 @@ def test_prefetch_of_the_isa_check_runs_it_once_in_a_background_thread(monkeypat
         assert ran == ["funcgan-isa-check"] and first.daemon
     finally:
         fc.prefetch_cpu_isa.cache_clear()
+
+
+@pytest.mark.parametrize("runs", [1, 3])
+def test_a_compiled_sweep_traces_once_its_fresh_state_has_the_steps_strides(runs):
+    """``init_sweep`` gives every leaf the contiguous strides a step returns, size-1 axes included (vmap
+    expands them with stride 0), so dynamo's stride guards hold from the second step on: one graph for
+    the whole run. A one-run sweep used to recompile at its second step (hyper-parameters of shape (1,))."""
+    system = systems.seeds.gaussian1d()
+    states = sweep.init_sweep(system.gan, sweep.grid(range(runs)))
+    assert all(x.stride() == torch.empty(x.shape).stride() for x in tree_leaves(states))
+    graphs = []
+
+    def recording(gm, inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    sweep.run(system, sweep.grid(range(runs)), 3, backend=recording)
+    assert len(graphs) == 1
+
+
+def test_the_stride_check_catches_a_stride_0_leaf():
+    """Negative control: an expanded size-1 leaf, as ``.contiguous().clone()`` kept it, fails the check."""
+    x = torch.tensor(1e-3).expand(1).contiguous().clone()
+    assert x.stride() == (0,) and x.stride() != torch.empty(x.shape).stride()
