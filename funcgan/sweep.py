@@ -452,10 +452,16 @@ def plan_chunk(
     return fit_chunk(costs, free_bytes(device), n_runs, fraction)
 
 
+def _cpu_inductor(device: torch.device | str, backend: str | Callable) -> bool:
+    """Whether a compile of this backend on this device is inductor's C++ one (what the cold-compile
+    workarounds of :func:`host_hash_pays` and :func:`funcgan.compile.prefetch_cpu_isa` are for)."""
+    return torch.device(device).type == "cpu" and backend == "inductor"
+
+
 def host_hash_pays(run_steps: int, device: torch.device | str = "cpu", backend: str = "inductor") -> bool:
     """Whether a compiled sweep of ``run_steps`` run-steps is faster with its keys hashed on the host
     (:func:`funcgan.random.host_hash`): on the CPU under inductor, up to :data:`HOST_HASH_RUN_STEPS`."""
-    return torch.device(device).type == "cpu" and backend == "inductor" and run_steps <= HOST_HASH_RUN_STEPS
+    return _cpu_inductor(device, backend) and run_steps <= HOST_HASH_RUN_STEPS
 
 
 def logged_steps(steps: int, log_every: int) -> list[int]:
@@ -591,9 +597,11 @@ def run(
     start = states.step.to("cpu").tolist() if states is not None else [0] * S
     pending = [i for i in range(S) if start[i] < steps]
     # by the run-steps still to train (a resumed sweep has fewer); step_for reads it at its first call
-    on_host = bool(compile and host_hash_pays(sum(steps - start[i] for i in pending), device, backend))
-    on_host = on_host if host_hash is None else bool(host_hash)
-    if compile and backend == "inductor" and torch.device(device).type == "cpu" and pending:
+    if host_hash is None:
+        on_host = compile and host_hash_pays(sum(steps - start[i] for i in pending), device, backend)
+    else:
+        on_host = bool(host_hash)
+    if compile and pending and _cpu_inductor(device, backend):
         prefetch_cpu_isa()  # inductor's ISA check in the background, during the first trace
     parts: list[tuple[list[int], TrainState]] = []
     if states is not None:

@@ -20,7 +20,7 @@ from funcgan import penalties as P
 from funcgan import random as fr
 from funcgan.optim import OptimizerSpec
 from funcgan.step import GAN, init_state, make_train_step
-from funcgan.tree import tree_index, tree_leaves
+from funcgan.tree import tree_index, tree_leaves, tree_map
 from tests import strategies as S
 
 
@@ -630,7 +630,24 @@ def test_a_compiled_sweep_traces_once_its_fresh_state_has_the_steps_strides(runs
     assert len(graphs) == 1
 
 
-def test_the_stride_check_catches_a_stride_0_leaf():
-    """Negative control: an expanded size-1 leaf, as ``.contiguous().clone()`` kept it, fails the check."""
-    x = torch.tensor(1e-3).expand(1).contiguous().clone()
-    assert x.stride() == (0,) and x.stride() != torch.empty(x.shape).stride()
+def test_a_fresh_state_with_a_stride_0_leaf_recompiles_at_the_second_step(monkeypatch):
+    """Negative control: fresh states as ``.contiguous().clone()`` left them (a (1,) hyper-parameter
+    expanded with stride 0) fail the stride check and make a one-run sweep trace a second graph."""
+    system = systems.seeds.gaussian1d()
+    real = sweep.init_sweep
+
+    def stride_0(gan, points, *args, **kwargs):
+        states = real(gan, points, *args, **kwargs)
+        return tree_map(lambda x: x.reshape(()).expand(1) if x.shape == (1,) else x, states)
+
+    monkeypatch.setattr(sweep, "init_sweep", stride_0)
+    states = sweep.init_sweep(system.gan, sweep.grid([0]))
+    assert not all(x.stride() == torch.empty(x.shape).stride() for x in tree_leaves(states))
+    graphs = []
+
+    def recording(gm, inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    sweep.run(system, sweep.grid([0]), 3, backend=recording)
+    assert len(graphs) == 2
