@@ -1,7 +1,5 @@
 """``python -m funcgan``: the command line."""
 
-import sys
+from funcgan.cli import console_main
 
-from funcgan.cli import main
-
-sys.exit(main())
+console_main()

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -343,3 +344,60 @@ def test_python_dash_m_entry_point(tmp_path):
     assert proc.returncode == 0 and "train" in proc.stdout and "sweep" in proc.stdout and "export" in proc.stdout
     proc = _cli(tmp_path, "train", "--seed", "-3")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+# The command's quick exit (funcgan.cli.console_main: atexit handlers, stdout and stderr flushed, then
+# os._exit instead of the interpreter's teardown of torch): nothing a normal exit keeps may be lost.
+
+
+def test_the_quick_exit_keeps_every_line_every_file_and_the_exit_code(tmp_path):
+    proc = _cli(tmp_path, "train", "--steps", "30", *FAST, "--out", "out")  # stdout a pipe: block-buffered
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.rstrip().splitlines()
+    assert any(x.startswith("data:") for x in lines) and lines[-1] == "wrote out/state.safetensors"  # the last line
+    meta = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert meta and checkpoint.read_meta(tmp_path / "out" / "state.safetensors")["kind"] == "train"
+    proc = _cli(tmp_path, "train", "--steps", "0")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+
+
+_EXIT_PROBE = """
+import atexit, sys
+import funcgan.cli as cli
+atexit.register(lambda: print("atexit ran"))
+print("a line held in the pipe's buffer")
+if sys.argv[1] == "raw":
+    import os; os._exit(3)  # the negative control: os._exit alone
+cli._exit_now(3)
+"""
+
+
+@pytest.mark.parametrize("how", ["funcgan", "raw"])
+def test_exit_now_runs_atexit_and_flushes_where_a_raw_os_exit_loses_output(how):
+    proc = subprocess.run([sys.executable, "-c", _EXIT_PROBE, how], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    kept = proc.stdout.splitlines() == ["a line held in the pipe's buffer", "atexit ran"]
+    assert kept == (how == "funcgan"), proc.stdout  # the raw exit loses both: the test sees what it guards
+
+
+def test_the_quick_exit_waits_like_python_for_a_running_non_daemon_thread():
+    from funcgan.cli import _quick_exit_safe
+
+    assert _quick_exit_safe()  # pytest's own threads (if any) are daemons
+    release = threading.Event()
+    worker = threading.Thread(target=release.wait)
+    worker.start()
+    try:
+        assert not _quick_exit_safe()
+    finally:
+        release.set()
+        worker.join()
+    assert _quick_exit_safe()
+
+
+@pytest.mark.parametrize("before", ["enable", "disable"])
+def test_importing_funcgan_leaves_the_garbage_collector_as_it_found_it(before):
+    probe = f"import gc; gc.{before}(); import funcgan; print(gc.isenabled())"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(before == "enable")

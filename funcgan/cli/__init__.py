@@ -14,13 +14,17 @@ Bad input is one line on stderr and exit code 2, before anything trains.
 from __future__ import annotations
 
 import argparse
+import atexit
+import os
 import sys
+import threading
 from collections.abc import Sequence
+from typing import NoReturn
 
 from funcgan.cli.options import CLIError
 from funcgan.cli.options import Parser as _Parser
 
-__all__ = ["main", "build_parser", "CLIError"]
+__all__ = ["main", "console_main", "build_parser", "CLIError"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,5 +65,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def console_main() -> NoReturn:
+    """The ``funcgan`` command (and ``python -m funcgan``): :func:`main`, then a quick exit.
+
+    Once :func:`main` has returned, every file the command wrote is closed (checkpoints, metrics and
+    figures are written by ``with`` blocks and atomic renames), so what is left of a normal interpreter
+    exit is tearing down torch's modules: ~0.3 s of a 3.5 s ``funcgan train`` on 2 cores. This runs
+    the ``atexit`` handlers and flushes stdout and stderr, as a normal exit would, then ends the
+    process with :func:`os._exit` (:func:`_exit_now`). Where another non-daemon thread still runs
+    (a normal exit would wait for it) or ``main`` raised, the exit is Python's own. ``main`` itself
+    returns its code, for callers in Python (tests, notebooks)."""
+    code = main()
+    if _quick_exit_safe():
+        _exit_now(code)
+    sys.exit(code)
+
+
+def _quick_exit_safe() -> bool:
+    """No thread but this one and daemons is alive: nothing a normal exit would wait for."""
+    return all(t is threading.current_thread() or t.daemon for t in threading.enumerate())
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End the process with ``code`` after what a normal exit does that matters to a finished command:
+    the ``atexit`` handlers, then stdout and stderr flushed (a reader that went away is no error)."""
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):  # a closed pipe (| head) or a closed stream: nothing left to say
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console_main()
