@@ -13,6 +13,7 @@ import torch
 import torch._dynamo
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.func import vmap
 
 from funcgan import guard as G
 from funcgan import loops, losses, nets, sweep, systems
@@ -305,6 +306,22 @@ def _reductions_agree(leaves) -> bool:
 def test_eager_tree_reductions_give_the_per_leaf_verdicts(leaves):
     """Leaves concatenated per dtype, 0-d leaves stacked: the verdicts of one reduction per leaf."""
     assert _reductions_agree(leaves)
+
+
+@given(leaves=_leaf_lists(allow_empty=False))
+def test_vmapped_tree_reductions_give_each_runs_verdict(leaves):
+    """Under ``vmap`` (the op-by-op flattening: torch's C++ one has no batching rule) each run's
+    reductions are those of its own leaves."""
+    from funcgan import tree
+
+    runs = [leaves, [x.flip(tuple(range(x.dim()))) * 2 for x in leaves]]  # two runs, different values
+    stacked = [torch.stack([run[i] for run in runs]) for i in range(len(leaves))]
+    big = vmap(lambda *xs: tree.tree_reduce(list(xs), lambda x: x.abs().amax(), torch.amax).double())(*stacked)
+    fin = vmap(lambda *xs: tree.tree_all_finite(list(xs)))(*stacked)
+    for r, run in enumerate(runs):
+        want = torch.stack([x.abs().amax().double() for x in run]).amax()
+        assert torch.equal(big[r], want) or (big[r].isnan() and want.isnan())
+        assert bool(fin[r]) == all(bool(torch.isfinite(x).all()) for x in run)
 
 
 def test_an_eager_reduction_that_drops_the_0d_leaves_is_caught(monkeypatch):
