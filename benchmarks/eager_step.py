@@ -7,9 +7,10 @@ this step. Both competitors run ``--steps`` steps per round, interleaved round b
 machine's speed drifts), and each keeps its median: the imperative loop is the one
 ``time_to_result.py`` times as a whole process (``nn.Module``, ``torch.optim.Adam``,
 ``.detach()``), funcgan is ``sweep.run(system, [{"seed": 0}], steps, compile=False)``, what the
-CLI drives. Then one more funcgan round runs with timers around the step's parts (the draws, the
-two gradients, the two optimizer updates, the guard), so the next gap is visible; the timers cost
-a little, so the parts add up to slightly more than the plain step.
+CLI drives. Then one more funcgan round runs with timers around the step's parts
+(``funcgan.bench.profile_eager``, what ``funcgan bench --profile`` prints: the keys and draws, the
+networks' forward, the backward, the optimizer updates, the guard, each by its self time), so the
+next gap is visible; the timers cost a little, so the parts add up to slightly more than the plain step.
 """
 
 from __future__ import annotations
@@ -22,12 +23,10 @@ import statistics
 import sys
 import time
 import warnings
-from collections import Counter
 
 from time_to_result import IMPERATIVE  # this folder: run as a script
 
-from funcgan import guard, step, sweep
-from funcgan.loops.alternating import Alternating
+from funcgan import bench, sweep
 from funcgan.systems import seeds
 
 
@@ -39,39 +38,6 @@ def imperative(steps: int) -> None:
             exec(IMPERATIVE, {"__name__": "imperative"})
     finally:
         sys.argv = argv
-
-
-def parts(system, steps: int) -> dict[str, float]:
-    """Milliseconds per step in each timed part of one eager run of ``steps`` steps."""
-    spent: Counter[str] = Counter()
-    patched = [
-        (Alternating, "draw", "draws (keys and noise)"),
-        (step, "_grad_and_value", "gradients (forward + backward)"),
-        (step, "apply_gradients", "optimizer updates"),
-        (guard, "check", "guard"),
-    ]
-    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in patched]
-
-    def timed(fn, label):
-        def run(*args, **kwargs):
-            t = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                spent[label] += time.perf_counter() - t
-
-        return run
-
-    for (owner, name, label), (_, _, fn) in zip(patched, originals):
-        setattr(owner, name, timed(fn, label))
-    try:
-        t = time.perf_counter()
-        sweep.run(system, [{"seed": 0}], steps, compile=False)
-        spent["whole step (timed)"] = time.perf_counter() - t
-    finally:
-        for owner, name, fn in originals:
-            setattr(owner, name, fn)
-    return {k: v / steps * 1e3 for k, v in spent.items()}
 
 
 def main() -> None:
@@ -95,9 +61,9 @@ def main() -> None:
     ratio = med["funcgan eager"] / med["imperative"]
     imp, fg = med["imperative"], med["funcgan eager"]
     print(f"imperative {imp:.2f} ms/step, funcgan eager {fg:.2f} ms/step ({ratio:.2f}x)")
-    breakdown = parts(system, args.steps)
+    breakdown = bench.profile_eager(system, args.steps)  # what funcgan bench --profile prints
     for k, v in breakdown.items():
-        print(f"  {k:32s} {v:6.3f} ms/step")
+        print(f"  {k:40s} {v:6.3f} ms/step")
     if args.json:
         with open(args.json, "w") as f:
             payload = {"ms_per_step": rounds, "median_ms_per_step": med, "eager_over_imperative": ratio}

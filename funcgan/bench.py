@@ -25,12 +25,10 @@ goes (eager: by funcgan module; compiled: by kernel kind, and the per-call overh
 from __future__ import annotations
 
 import argparse
-import cProfile
 import json
 import math
 import os
 import platform
-import pstats
 import resource
 import sys
 import time
@@ -270,33 +268,74 @@ def jax_runner_gaussian1d(S: int, min_seconds: float, batch: int = 100):
 
 # ----------------------------------------------------------------------------- where the time goes
 
-_EAGER_PARTS = {
-    "random": "funcgan/random.py",
-    "networks (functional_call)": "torch/_functorch/functional_call",
-    "optimizer": "funcgan/optim/",
-    "guard": "funcgan/guard.py",
-    "autograd (grad transforms)": "autograd",
-}
+
+def _eager_parts() -> list[tuple[Any, str, str]]:
+    """``(owner, attribute, label)`` of what an eager step is timed in: every public function of
+    :mod:`funcgan.random` (the keys and draws, wherever they are called from: loops, data, dropout),
+    the networks' forward (both routes of :func:`funcgan.nets.make_apply`), the gradient transforms,
+    the optimizer updates and the guard."""
+    from funcgan import guard, step
+    from funcgan.nets import functional
+
+    draws = [name for name in fr.__all__ if name != "host_hash"]  # host_hash: a context manager
+    parts: list[tuple[Any, str, str]] = [(fr, name, "random numbers (keys, draws)") for name in draws]
+    return parts + [
+        (functional._Slots, "call", "networks (forward)"),
+        (functional, "functional_call", "networks (forward)"),
+        (step, "_grad_and_value", "autograd (backward, losses)"),
+        (step, "apply_gradients", "optimizer updates"),
+        (guard, "check", "guard"),
+    ]
+
+
+class SelfTimes:
+    """Self time per label of timed calls that may nest: a call's time less that of the timed calls
+    made inside it (a network's forward inside a gradient counts as the forward only)."""
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter):
+        self.spent: dict[str, float] = {}
+        self._open: list[float] = []  # per open timed call: the time its timed callees took
+        self._clock = clock
+
+    def wrap(self, fn: Callable, label: str) -> Callable:
+        """``fn``, its calls timed under ``label``."""
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            self._open.append(0.0)
+            t = self._clock()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                took = self._clock() - t
+                inner = self._open.pop()
+                self.spent[label] = self.spent.get(label, 0.0) + took - inner
+                if self._open:
+                    self._open[-1] += took
+
+        return run
 
 
 def profile_eager(system, steps: int = 50) -> dict[str, float]:
-    """Milliseconds per eager step, by what they are spent in (cumulative time of funcgan's modules)."""
-    gan = system.gan
-    step = make_train_step(gan)
-    state = init_state(gan, fr.key(0))
-    for _ in range(3):
-        state, _ = step(state, system.data)
-    prof = cProfile.Profile()
-    t0 = time.perf_counter()
-    prof.enable()
-    for _ in range(steps):
-        state, _ = step(state, system.data)
-    prof.disable()
-    total = (time.perf_counter() - t0) / steps * 1e3
-    stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
-    out = {"total": total}
-    for label, needle in _EAGER_PARTS.items():  # self time of the functions in each part's files
-        out[label] = sum(tt for (file, _, _), (_, _, tt, _, _) in stats.items() if needle in file) / steps * 1e3
+    """Milliseconds per eager step (``sweep.run(..., compile=False)`` of one run, as the CLI drives it),
+    by what they are spent in: each part's self time (:class:`SelfTimes`; a dropout key drawn inside
+    a forward counts as random numbers), and the rest (the loop's own code, metrics, the sweep's
+    bookkeeping) as "other". The timers cost ~1 us a call, so the parts add up to a little
+    more than an untimed step."""
+    sweep.run(system, [{"seed": 0}], 3, compile=False)  # warm
+    times = SelfTimes()
+    patched = [(owner, name, label, getattr(owner, name)) for owner, name, label in _eager_parts()]
+    for owner, name, label, fn in patched:
+        setattr(owner, name, times.wrap(fn, label))
+    try:
+        t0 = time.perf_counter()
+        sweep.run(system, [{"seed": 0}], steps, compile=False)
+        total = time.perf_counter() - t0
+    finally:
+        for owner, name, _, fn in patched:
+            setattr(owner, name, fn)
+    out = {"total": total / steps * 1e3}
+    out.update({label: v / steps * 1e3 for label, v in times.spent.items()})
+    out["other (loop code, metrics, bookkeeping)"] = out["total"] - sum(times.spent.values()) / steps * 1e3
     return out
 
 
@@ -337,7 +376,7 @@ def profile_compiled(system, S: int, calls: int = 20) -> dict[str, float]:
 
 
 def _print_profile(problem: str, eager: dict[str, float], compiled: dict[str, float] | None, S: int) -> None:
-    print(f"\n{problem}: where an eager step's {eager['total']:.2f} ms go (self time in):")
+    print(f"\n{problem}: where an eager step's {eager['total']:.2f} ms go (self time, timers included):")
     for k, v in eager.items():
         if k != "total":
             print(f"  {k:<30} {v:7.3f} ms")

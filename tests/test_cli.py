@@ -401,3 +401,38 @@ def test_importing_funcgan_leaves_the_garbage_collector_as_it_found_it(before):
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(before == "enable")
+
+
+def test_self_times_count_a_nested_call_in_the_inner_part_only():
+    """``funcgan bench --profile``'s eager breakdown: with a clock that ticks once a reading, an outer
+    call (6 ticks from its start to its end, 2 of them inside an inner call) and a second, lone inner
+    call (2 ticks) give exact self times; an inclusive count (the outer call's 6) would fail."""
+    from funcgan.bench import SelfTimes
+
+    ticks = iter(range(100))
+    times = SelfTimes(clock=lambda: float(next(ticks)))
+    inner = times.wrap(lambda: next(ticks), "inner")  # reads the clock once: 2 ticks from start to end
+
+    def body():
+        next(ticks)
+        inner()
+        next(ticks)
+
+    times.wrap(body, "outer")()
+    inner()
+    assert times.spent == {"inner": 4.0, "outer": 4.0}
+
+
+def test_bench_eager_profile_names_every_part_of_a_step(capsys):
+    from funcgan import bench
+    from funcgan.systems import seeds
+
+    parts = bench.profile_eager(seeds.gaussian1d(), steps=5)
+    named = [k for k in parts if k not in ("total", "other (loop code, metrics, bookkeeping)")]
+    labels = {label for _, _, label in bench._eager_parts()}
+    assert set(named) == labels  # every part was reached (the guard and the forward included)
+    assert all(parts[k] > 0 for k in named) and parts["total"] > 0
+    assert sum(parts[k] for k in named) + parts["other (loop code, metrics, bookkeeping)"] == pytest.approx(
+        parts["total"], rel=1e-9
+    )  # exact up to float round-off: "other" is defined as the rest
+    assert not capsys.readouterr().out  # the profile prints nothing itself
