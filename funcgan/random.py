@@ -368,12 +368,9 @@ def bits(k: Key, shape: int | Sequence[int]) -> torch.Tensor:
 def _unit_uniform(k: Key, n: int, dtype: torch.dtype) -> torch.Tensor:
     """``n`` floats in [0, 1) on a trailing axis; float64 uses 53 random bits."""
     one = _one_key(k) if n < 2**31 else None  # uint32 counters
-    if one is not None:  # in numpy: the words' conversion to floats is exact
-        if dtype == torch.float64:
-            x = _stream_u32(*one, n).astype(np.int64)
-            return torch.from_numpy((((x[:n] >> 5) << 26) | (x[n:] >> 6)).astype(np.float64) * 2.0**-53)
-        u32 = torch.from_numpy((_stream_u32(*one, (n + 1) // 2)[:n] >> 8).astype(np.float32) * np.float32(2.0**-24))
-        return u32 if dtype == torch.float32 else u32.to(dtype)
+    if one is not None:
+        u = torch.from_numpy(_unit_uniform_host(one, n, dtype == torch.float64))
+        return u if dtype in (torch.float32, torch.float64) else u.to(dtype)
     k0, k1 = _words(k)
     if dtype == torch.float64:
         c = torch.arange(n, dtype=torch.int64, device=k.device)
@@ -385,6 +382,42 @@ def _unit_uniform(k: Key, n: int, dtype: torch.dtype) -> torch.Tensor:
     w = torch.cat([w0, w1], dim=-1)[..., :n]
     u = (w >> 8).to(torch.float32) * (2.0**-24)  # 24 bits: exact in float32
     return u if dtype == torch.float32 else u.to(dtype)
+
+
+def _unit_uniform_host(one: tuple[int, int], n: int, wide: bool) -> np.ndarray:
+    """:func:`_unit_uniform` of one key of 32-bit words, in numpy (a fresh array): float64 from 53 bits
+    when ``wide``, else float32 from 24; the words' conversion to floats is exact."""
+    if wide:
+        x = _stream_u32(*one, n).astype(np.int64)
+        return (((x[:n] >> 5) << 26) | (x[n:] >> 6)).astype(np.float64) * 2.0**-53
+    return (_stream_u32(*one, (n + 1) // 2)[:n] >> 8).astype(np.float32) * np.float32(2.0**-24)
+
+
+def _normal_host(one: tuple[int, int], n: int, wide: bool) -> torch.Tensor:
+    """:func:`normal`'s ``n`` samples for one key of 32-bit words, plainly eager: the same uniforms and
+    the same values as the torch route, in 4 torch calls and a few numpy ones instead of 11 torch calls.
+
+    ``log1p``, ``sqrt``, ``cos`` and ``sin`` are torch's own kernels (what the torch route calls, on
+    the same contiguous inputs, in place in numpy-backed buffers; torch's vectorized ``sqrt`` is not
+    numpy's in the last bit); the rest is exactly rounded in IEEE arithmetic whoever computes it (a
+    negation and products, by a scalar of the array's dtype as torch casts a Python scalar), so numpy
+    does it in place (``tests/test_random.py``: bitwise the torch route's samples)."""
+    half = (n + 1) // 2
+    u = _unit_uniform_host(one, 2 * half, wide)
+    f = u.dtype.type
+    r, theta = u[:half], u[half:]
+    np.negative(r, out=r)
+    torch.from_numpy(r).log1p_()  # log1p(-u1)
+    np.multiply(r, f(-2.0), out=r)
+    torch.from_numpy(r).sqrt_()  # torch's (Sleef's, within 0.5001 ulp) differs from numpy's in the last bit
+    np.multiply(theta, f(2.0 * math.pi), out=theta)
+    z = np.empty(2 * half, dtype=u.dtype)
+    zt, tt = torch.from_numpy(z), torch.from_numpy(theta)
+    torch.cos(tt, out=zt[:half])
+    torch.sin(tt, out=zt[half:])
+    np.multiply(z[:half], r, out=z[:half])
+    np.multiply(z[half:], r, out=z[half:])
+    return zt[:n]
 
 
 def _check_float_dtype(dtype: torch.dtype, fn: str) -> None:
@@ -433,6 +466,10 @@ def normal(
     n = math.prod(shape)
     half = (n + 1) // 2
     work = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+    one = _one_key(k) if n < 2**31 else None  # uint32 counters
+    if one is not None:
+        z = _normal_host(one, n, work == torch.float64).reshape(shape)
+        return z if work == dtype else z.to(dtype)
     u = _unit_uniform(k, 2 * half, work)
     u1, u2 = u[..., :half], u[..., half:]
     r = torch.sqrt(-2.0 * torch.log1p(-u1))

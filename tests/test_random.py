@@ -239,6 +239,26 @@ def test_numpy_routes_are_taken_eagerly_and_a_wrong_one_is_caught(monkeypatch):
     assert not _routes_agree(5, (8,), None)
 
 
+def test_host_box_muller_is_taken_for_one_key_and_a_last_bit_off_is_caught(monkeypatch):
+    """A single key's normal draw runs its Box-Muller transform partly in numpy (``_normal_host``);
+    numpy's ``sqrt`` differs from torch's in the last bit for some inputs (why torch keeps it), so the
+    property test must see one ulp: a route one ulp off in one sample is caught."""
+    calls = []
+    real = fr._normal_host
+    monkeypatch.setattr(fr, "_normal_host", lambda *a: calls.append(1) or real(*a))
+    fr.normal(fr.key(1), (4,)), fr.normal(fr.split(fr.key(1), 2), (4,)), torch.func.vmap(fr.normal)(fr.split(fr.key(1)))
+    assert len(calls) == 1  # one plain key; stacked keys and vmap take the torch route
+    assert _routes_agree(5, (9,), None)
+
+    def one_ulp_off(*a):
+        z = real(*a)
+        z[3] = torch.nextafter(z[3], torch.tensor(float("inf"), dtype=z.dtype))
+        return z
+
+    monkeypatch.setattr(fr, "_normal_host", one_ulp_off)
+    assert not _routes_agree(5, (9,), None)
+
+
 @pytest.mark.parametrize("shape", [(0,), (2, 0), (1,), ()])
 @pytest.mark.parametrize("width", [None, 2])
 def test_host_routes_of_empty_and_one_element_draws_give_the_torch_route_bits(shape, width):
