@@ -2,11 +2,12 @@
 
 An eager step pays for every kernel call, so a few places take a cheaper route that gives the
 same values when nothing traces or transforms the call: the key hash on the host (a single key's
-``split``/``fold_in`` in Python integers, its draws in uint32 numpy, stacked keys in int64 numpy;
-:mod:`funcgan.random`), a guard that selects the new state by one host-side test instead of one
-``torch.where`` per leaf (:func:`funcgan.guard.check`), Adam and ``apply_updates`` as
-``torch._foreach_*`` ops over all leaves (:func:`flat_keys`), and ``inject_hyperparams`` reusing
-its last build while the state's hyper-parameter tensors are unchanged. Each shortcut must be
+``split``/``fold_in`` in Python integers, its draws in uint32 numpy and its normal draws' exactly
+rounded steps in numpy, stacked keys in int64 numpy; :mod:`funcgan.random`), a guard that selects
+the new state by one host-side test instead of one ``torch.where`` per leaf
+(:func:`funcgan.guard.check`), Adam and ``apply_updates`` as ``torch._foreach_*`` ops over all
+leaves (:func:`flat_keys`), and ``inject_hyperparams`` reusing its last build while the state's
+hyper-parameter tensors are unchanged. Each shortcut must be
 invisible: the same numbers, bit for bit, as the traced form. (The plain-autograd gradient of
 :func:`funcgan.step.update_player` has its own test: it equals ``torch.func``'s to round-off,
 not bitwise, and it stays on under a dispatch or function mode.)

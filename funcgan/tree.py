@@ -13,7 +13,11 @@ from typing import Any
 
 import torch
 import torch.utils._pytree as _pytree
-from torch._utils import _flatten_dense_tensors
+
+try:  # torch's C++ flattening (DDP's buckets); private, so a torch without it takes the op-by-op form
+    from torch._utils import _flatten_dense_tensors
+except ImportError:  # pragma: no cover
+    _flatten_dense_tensors = None
 
 from funcgan._mode import plain_eager as _plain_eager
 
@@ -200,6 +204,7 @@ def tree_reduce(
             groups.setdefault(x.dtype, []).append(x)
     if not groups:
         return leaf(torch.cat([x.reshape(-1) for x in leaves]))
-    flat = _flatten_dense_tensors if _plain_eager() else _flatten  # the C++ one has no vmap rule
+    plain = _flatten_dense_tensors is not None and _plain_eager()  # the C++ one has no vmap rule
+    flat = _flatten_dense_tensors if plain else _flatten
     parts = [leaf(flat(group)) for group in groups.values()]
     return parts[0] if len(parts) == 1 else combine(torch.stack(parts))
