@@ -17,7 +17,7 @@ import torch.utils._pytree as _pytree
 try:  # torch's C++ flattening (DDP's buckets); private, so a torch without it takes the op-by-op form
     from torch._utils import _flatten_dense_tensors
 except ImportError:  # pragma: no cover
-    _flatten_dense_tensors = None
+    _flatten_dense_tensors = None  # type: ignore[assignment]
 
 from funcgan._mode import plain_eager as _plain_eager
 
