@@ -272,20 +272,36 @@ def jax_runner_gaussian1d(S: int, min_seconds: float, batch: int = 100):
 def _eager_parts() -> list[tuple[Any, str, str]]:
     """``(owner, attribute, label)`` of what an eager step is timed in: every public function of
     :mod:`funcgan.random` (the keys and draws, wherever they are called from: loops, data, dropout),
-    the networks' forward (both routes of :func:`funcgan.nets.make_apply`), the gradient transforms,
-    the optimizer updates and the guard."""
-    from funcgan import guard, step
+    the networks' forward (both routes of :func:`funcgan.nets.make_apply`), the gradient transforms
+    (funcgan's own and ``torch.func``'s where a loop calls them by name), the optimizer updates
+    (wherever a module imported ``apply_gradients`` by name) and the guard."""
+    import importlib
+    import pkgutil
+
+    import torch.func
+
+    from funcgan import guard, loops, step
     from funcgan.nets import functional
 
     draws = [name for name in fr.__all__ if name != "host_hash"]  # host_hash: a context manager
     parts: list[tuple[Any, str, str]] = [(fr, name, "random numbers (keys, draws)") for name in draws]
-    return parts + [
+    parts += [
         (functional._Slots, "call", "networks (forward)"),
         (functional, "functional_call", "networks (forward)"),
         (step, "_grad_and_value", "autograd (backward, losses)"),
-        (step, "apply_gradients", "optimizer updates"),
         (guard, "check", "guard"),
     ]
+    transforms = {getattr(torch.func, name): name for name in ("grad", "grad_and_value", "vjp")}
+    modules = [step] + [
+        importlib.import_module(f"funcgan.loops.{m.name}") for m in pkgutil.iter_modules(loops.__path__)
+    ]
+    for module in modules:  # the names each module calls (a by-name import binds its own)
+        if getattr(module, "apply_gradients", None) is step.apply_gradients:
+            parts.append((module, "apply_gradients", "optimizer updates"))
+        for name in transforms.values():
+            if transforms.get(getattr(module, name, None)) == name:
+                parts.append((module, name, "autograd (backward, losses)"))
+    return parts
 
 
 class SelfTimes:
@@ -319,19 +335,21 @@ def profile_eager(system, steps: int = 50) -> dict[str, float]:
     """Milliseconds per eager step (``sweep.run(..., compile=False)`` of one run, as the CLI drives it),
     by what they are spent in: each part's self time (:class:`SelfTimes`; a dropout key drawn inside
     a forward counts as random numbers), and the rest (the loop's own code, metrics, the sweep's
-    bookkeeping) as "other". The timers cost ~1 us a call, so the parts add up to a little
-    more than an untimed step."""
+    bookkeeping, its setup and results spread over the steps) as "other". The timers cost ~1 us a
+    call, so the parts add up to a little more than an untimed step."""
     sweep.run(system, [{"seed": 0}], 3, compile=False)  # warm
     times = SelfTimes()
-    patched = [(owner, name, label, getattr(owner, name)) for owner, name, label in _eager_parts()]
-    for owner, name, label, fn in patched:
-        setattr(owner, name, times.wrap(fn, label))
+    patched: list[tuple[Any, str, Callable]] = []
     try:
+        for owner, name, label in _eager_parts():
+            fn = getattr(owner, name)
+            setattr(owner, name, times.wrap(fn, label))
+            patched.append((owner, name, fn))  # restored below, even if a later patch fails
         t0 = time.perf_counter()
         sweep.run(system, [{"seed": 0}], steps, compile=False)
         total = time.perf_counter() - t0
     finally:
-        for owner, name, _, fn in patched:
+        for owner, name, fn in patched:
             setattr(owner, name, fn)
     out = {"total": total / steps * 1e3}
     out.update({label: v / steps * 1e3 for label, v in times.spent.items()})
