@@ -5,7 +5,8 @@ same values when nothing traces or transforms the call: the key hash on the host
 ``split``/``fold_in`` in Python integers, its draws in uint32 numpy and its normal draws' exactly
 rounded steps in numpy, stacked keys in int64 numpy; :mod:`funcgan.random`), a guard that selects
 the new state by one host-side test instead of one ``torch.where`` per leaf
-(:func:`funcgan.guard.check`), Adam and ``apply_updates`` as ``torch._foreach_*`` ops over all
+(:func:`funcgan.guard.check`) and its reductions over leaves flattened in one C++ call
+(:func:`funcgan.tree.tree_reduce`), Adam and ``apply_updates`` as ``torch._foreach_*`` ops over all
 leaves (:func:`flat_keys`), and ``inject_hyperparams`` reusing its last build while the state's
 hyper-parameter tensors are unchanged. Each shortcut must be
 invisible: the same numbers, bit for bit, as the traced form. (The plain-autograd gradient of

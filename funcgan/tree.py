@@ -185,7 +185,8 @@ def tree_reduce(
     combine: Callable[[torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
     """One 0-d reduction over all ``leaves``: ``combine(stack([leaf(x) for x in leaves]))``, for a
-    ``leaf`` reduction that ``combine`` finishes (all of alls, max of maxes).
+    ``leaf`` reduction that ``combine`` finishes (all of alls, max of maxes). ``leaf`` must not modify
+    its argument: it may be given a leaf itself, or a view of one.
 
     Eager, it is ``leaf`` of the leaves flattened into one vector per dtype (per run under ``vmap``),
     then ``combine`` of those (promoted to one dtype, which the finiteness and magnitude checks do
