@@ -397,7 +397,7 @@ def _print_profile(problem: str, eager: dict[str, float], compiled: dict[str, fl
     print(f"\n{problem}: where an eager step's {eager['total']:.2f} ms go (self time, timers included):")
     for k, v in eager.items():
         if k != "total":
-            print(f"  {k:<30} {v:7.3f} ms")
+            print(f"  {k:<40} {v:7.3f} ms")
     if compiled:
         print(f"{problem}: where a compiled call at S={S} ({compiled['total']:.3f} ms) goes:")
         for k, v in compiled.items():
