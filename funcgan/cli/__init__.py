@@ -95,16 +95,18 @@ def _quick_exit_safe() -> bool:
 def _exit_now(code: int) -> NoReturn:
     """End the process with ``code`` after what a normal exit does that matters to a finished command:
     the ``atexit`` handlers, then stdout and stderr flushed, Python's and C's. A reader that went away
-    (``| head``) is no error; a flush that fails otherwise (a full disk) is one line on stderr and
-    exit code 120, as Python's own exit gives."""
+    (``| head``) and a stream the program closed are no error; a flush that fails otherwise (a full
+    disk) is one line on stderr and exit code 120 for a command that succeeded, as Python's own exit
+    gives."""
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
+        if stream is None or getattr(stream, "closed", False):  # closed by the program: nothing to flush
+            continue
         try:
-            if stream is not None:
-                stream.flush()
+            stream.flush()
         except BrokenPipeError:  # the reader went away: nothing left to say
             pass
-        except (OSError, ValueError) as e:  # output lost: say so, and fail as Python would
+        except OSError as e:  # output lost: say so, and fail as Python would (a failing code stays)
             code = code or 120
             try:
                 os.write(2, f"funcgan: could not write the command's output ({e})\n".encode())
