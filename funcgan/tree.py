@@ -175,8 +175,11 @@ def tree_all_finite(tree: PyTree) -> torch.Tensor:
 
 
 def _flatten(xs: list[torch.Tensor]) -> torch.Tensor:
-    """``torch.cat`` of the tensors flattened (what ``_flatten_dense_tensors`` computes), op by op."""
-    return torch.cat([x if x.dim() == 1 else x.reshape(-1) for x in xs])
+    """The tensors' elements in one vector (those of ``_flatten_dense_tensors``, the 0-d ones last), op
+    by op: the 0-d tensors stacked in one call, not reshaped one by one."""
+    vectors = [x if x.dim() == 1 else x.reshape(-1) for x in xs if x.dim()]
+    scalars = [x for x in xs if not x.dim()]
+    return torch.cat(vectors + [torch.stack(scalars)] if scalars else vectors)
 
 
 def tree_reduce(
