@@ -371,6 +371,11 @@ def _unit_uniform(k: Key, n: int, dtype: torch.dtype) -> torch.Tensor:
     if one is not None:
         u = torch.from_numpy(_unit_uniform_host(one, n, dtype == torch.float64))
         return u if dtype in (torch.float32, torch.float64) else u.to(dtype)
+    return _unit_uniform_torch(k, n, dtype)
+
+
+def _unit_uniform_torch(k: Key, n: int, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`_unit_uniform` by torch ops (stacked keys, traced or transformed calls)."""
     k0, k1 = _words(k)
     if dtype == torch.float64:
         c = torch.arange(n, dtype=torch.int64, device=k.device)
@@ -470,7 +475,7 @@ def normal(
     if one is not None:
         z = _normal_host(one, n, work == torch.float64).reshape(shape)
         return z if work == dtype else z.to(dtype)
-    u = _unit_uniform(k, 2 * half, work)
+    u = _unit_uniform_torch(k, 2 * half, work)  # not a single plain key: the torch route
     u1, u2 = u[..., :half], u[..., half:]
     r = torch.sqrt(-2.0 * torch.log1p(-u1))
     theta = (2.0 * math.pi) * u2

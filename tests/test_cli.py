@@ -474,7 +474,9 @@ def test_bench_eager_profile_names_every_part_of_a_step(scheme, capsys):
     named = [k for k in parts if k not in ("total", "other (loop code, metrics, bookkeeping)")]
     assert set(named) == {label for _, _, label in bench._eager_parts()}
     assert all(parts[k] > 0 for k in named) and parts["total"] > 0
-    assert sum(parts[k] for k in named) < 1.5 * parts["total"]  # self times: no call counted twice over
+    # self times partition the timed calls, which all lie inside the timed run: a call counted twice
+    # (in its own part and its caller's) could push the sum past the run's wall time
+    assert sum(parts[k] for k in named) <= parts["total"]
     assert base.apply_gradients is step.apply_gradients and base.grad_and_value is torch.func.grad_and_value
     assert not capsys.readouterr().out  # the profile prints nothing itself
 

@@ -169,11 +169,11 @@ def _without_biases(module: nn.Module) -> nn.Module:
     return module
 
 
-def _mlp(draw, n_in, n_out, out_act=None, dropout=0.0, out_bias=True):
+def _mlp(draw, n_in, n_out, out_act=None, dropout=0.0):
     hidden = [draw(widths) for _ in range(draw(depths))]
     if dropout and not hidden:
         hidden = [draw(widths)]
-    return nets.mlp(n_in, hidden, n_out, draw(activations), out_act, dropout=dropout, out_bias=out_bias)
+    return nets.mlp(n_in, hidden, n_out, draw(activations), out_act, dropout=dropout)
 
 
 class _ConvG(nn.Module):
@@ -195,13 +195,13 @@ class _ConvG(nn.Module):
 
 
 class _ConvD(nn.Module):
-    def __init__(self, c: int, bn: bool, probs: bool, out_bias: bool = True):
+    def __init__(self, c: int, bn: bool, probs: bool):
         super().__init__()
         layers = [
             nn.Conv2d(1, c, 3, 1, 1, bias=not bn),
             *([nn.BatchNorm2d(c)] if bn else []),
             nn.LeakyReLU(0.2),
-            nn.Conv2d(c, 1, 4, 1, 0, bias=out_bias),
+            nn.Conv2d(c, 1, 4, 1, 0),
             nn.Flatten(),
         ]
         self.net = nn.Sequential(*layers, *([nn.Sigmoid()] if probs else []))
@@ -221,10 +221,10 @@ class _CondG(nn.Module):
 
 
 class _ProjD(nn.Module):
-    def __init__(self, x: int, k: int, hidden: int, probs: bool, out_bias: bool = True):
+    def __init__(self, x: int, k: int, hidden: int, probs: bool):
         super().__init__()
         self.body = nn.Sequential(nn.Linear(x, hidden), nn.LeakyReLU(0.2))
-        self.out = nn.Linear(hidden, 1, bias=out_bias)
+        self.out = nn.Linear(hidden, 1)
         self.embed = nn.Embedding(k, hidden)
         self.probs = probs
 
@@ -235,13 +235,13 @@ class _ProjD(nn.Module):
 
 
 class _SND(nn.Module):
-    def __init__(self, x: int, hidden: int, probs: bool, out_bias: bool = True):
+    def __init__(self, x: int, hidden: int, probs: bool):
         super().__init__()
         sn = nn.utils.parametrizations.spectral_norm
         self.net = nn.Sequential(
             sn(nn.Linear(x, hidden)),
             nn.LeakyReLU(0.2),
-            sn(nn.Linear(hidden, 1, bias=out_bias)),
+            sn(nn.Linear(hidden, 1)),
             *([nn.Sigmoid()] if probs else []),
         )
 
@@ -277,14 +277,14 @@ def gans(draw, loop: str | None = None, family: str | None = None, float32: bool
     )
     scale, shift = draw(st.floats(0.1, 3.0)), draw(st.floats(-2, 2))
     out = "sigmoid" if probs else None
-    ob = objective.name not in SHIFT_INVARIANT  # see the module docstring
-    strip = (lambda d: d) if ob else _without_biases  # D's biases under a shift-invariant objective
+    # D has no biases under a shift-invariant objective (see the module docstring)
+    strip = _without_biases if objective.name in SHIFT_INVARIANT else (lambda d: d)
     if family == "pix2pix":
         a = fr.normal(data_key, (n_data, X)) * scale + shift
         b = torch.tanh(a.flip(-1))
         gan = GAN(
             gen=_mlp(draw, X, X),
-            disc=strip(nets.ConditionalDiscriminator(_mlp(draw, 2 * X, 1, out, out_bias=ob))),
+            disc=strip(nets.ConditionalDiscriminator(_mlp(draw, 2 * X, 1, out))),
             sample_real=dataset_sampler(1, cond_index=0),
             latent_dim=0,
             conditional=True,
@@ -296,7 +296,7 @@ def gans(draw, loop: str | None = None, family: str | None = None, float32: bool
         c = draw(st.integers(1, 4))
         gan = GAN(
             gen=_ConvG(Z, c),
-            disc=strip(_ConvD(c, draw(st.booleans()), probs, ob)),
+            disc=strip(_ConvD(c, draw(st.booleans()), probs)),
             sample_real=dataset_sampler(0),
             latent_dim=Z,
             **common,
@@ -308,7 +308,7 @@ def gans(draw, loop: str | None = None, family: str | None = None, float32: bool
         y = fr.randint(fr.fold_in(data_key, 1), (n_data,), 0, k)
         gan = GAN(
             gen=_CondG(Z, k, X, draw(widths)),
-            disc=strip(_ProjD(X, k, draw(widths), probs, ob)),
+            disc=strip(_ProjD(X, k, draw(widths), probs)),
             sample_real=dataset_sampler(0, cond_index=1),
             latent_dim=Z,
             conditional=True,
@@ -318,7 +318,7 @@ def gans(draw, loop: str | None = None, family: str | None = None, float32: bool
     if family == "sn":  # a spectral-normed 1x1 weight is +-1 whatever it is: its gradient is round-off
         gan = GAN(
             gen=_mlp(draw, Z, X),
-            disc=strip(_SND(X, max(2, draw(widths)), probs, ob)),
+            disc=strip(_SND(X, max(2, draw(widths)), probs)),
             sample_real=dataset_sampler(0),
             latent_dim=Z,
             **common,
@@ -327,7 +327,7 @@ def gans(draw, loop: str | None = None, family: str | None = None, float32: bool
     p_drop = draw(st.sampled_from([0.25, 0.5])) if family == "dropout" else 0.0
     gan = GAN(
         gen=_mlp(draw, Z, X, dropout=p_drop),
-        disc=strip(_mlp(draw, X, 1, out, dropout=p_drop, out_bias=ob)),
+        disc=strip(_mlp(draw, X, 1, out, dropout=p_drop)),
         sample_real=dataset_sampler(0),
         latent_dim=Z,
         **common,
