@@ -504,3 +504,45 @@ def test_bench_eager_profile_counts_updates_made_through_a_by_name_import(monkey
     counted.clear()
     bench.profile_eager(system, steps=4)
     assert full == 2 * 4 and len(counted) == 4  # D and G updates each step; without base's name: D only
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_an_unbuffered_output_that_fails_mid_command_is_one_line_and_code_120(tmp_path):
+    """With ``PYTHONUNBUFFERED=1`` the summary's ``print`` itself fails (no final flush to catch it): the
+    error is still one line on stderr and exit code 120, not a traceback."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "funcgan", "train", "--steps", "5", "--no-progress"], stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert proc.returncode == 120, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "No space left on device" in proc.stderr
+
+
+def test_an_io_error_inside_a_command_names_its_file(monkeypatch, capfd):
+    """An OSError escaping a command (here from a patched command) is reported with its reason and file."""
+    from funcgan.cli import run
+
+    def failing(args):
+        raise PermissionError(13, "Permission denied", "runs/x/metrics.jsonl")
+
+    monkeypatch.setattr(run, "cmd_train", failing)
+    assert main(["train", "--steps", "5"]) == 120
+    err = capfd.readouterr().err
+    expected = "funcgan: stopped by an I/O error: Permission denied: runs/x/metrics.jsonl (the last checkpoint stands)"
+    assert err.strip() == expected
+
+
+def test_a_resumed_compiled_run_says_where_its_keys_are_hashed_for_the_steps_left():
+    """``sweep.run`` chooses host or in-step hashing again on resume, by the run-steps left; the resumed
+    line says which, with the same rule (an eager run says nothing of it)."""
+    from types import SimpleNamespace
+
+    from funcgan.cli.driver import _resumed_hashing
+
+    spec = SimpleNamespace(compile=True, device="cpu", backend="inductor")
+    few, many = sweep.HOST_HASH_RUN_STEPS, sweep.HOST_HASH_RUN_STEPS + 1
+    assert _resumed_hashing(spec, few).endswith(f"{few:,} run-steps left, keys hashed on the host")
+    assert _resumed_hashing(spec, many).endswith("keys hashed in the step")
+    assert _resumed_hashing(SimpleNamespace(compile=True, device="cpu", backend="aot_eager"), few).endswith("in the step")
+    assert _resumed_hashing(SimpleNamespace(compile=False, device="cpu", backend="inductor"), few) == ""

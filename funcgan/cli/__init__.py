@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a command; returns the exit code (0 ok, 1 a run diverged or a check failed, 2 bad input)."""
+    """Run a command; returns the exit code (0 ok, 1 a run diverged or a check failed, 2 bad input, 120 an
+    I/O error stopped it: a full disk, an output that cannot be written; said in one line on stderr)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv[:1] == ["bench"]:  # the benchmark has its own options (funcgan bench --help)
@@ -60,9 +61,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # the reader went away (| head): nothing left to say
         return 0
+    except OSError as e:  # the machine failed the command (a full disk, an I/O error): one line, not a traceback
+        _say(f"funcgan: stopped by an I/O error: {_os_error(e)} (the last checkpoint stands)")
+        return 120
     except KeyboardInterrupt:
         print("funcgan: interrupted (the last checkpoint stands; --resume continues from it)", file=sys.stderr)
         return 130
+
+
+def _os_error(e: OSError) -> str:
+    """``e`` in one line: its reason, and the file when it names one."""
+    what = e.strerror or str(e) or type(e).__name__
+    return f"{what}: {e.filename}" if e.filename else what
+
+
+def _say(line: str) -> None:
+    """``line`` on stderr, written directly (stderr may be the stream that failed: then nothing more is said)."""
+    try:
+        os.write(2, (line + "\n").encode(errors="replace"))
+    except OSError:
+        pass
 
 
 def console_main() -> NoReturn:
@@ -108,10 +126,7 @@ def _exit_now(code: int) -> NoReturn:
             pass
         except OSError as e:  # output lost: say so, and fail as Python would (a failing code stays)
             code = code or 120
-            try:
-                os.write(2, f"funcgan: could not write the command's output ({e})\n".encode())
-            except OSError:
-                pass
+            _say(f"funcgan: could not write the command's output ({e})")
     try:  # what C and C++ code (torch, MKL, OpenMP) printed to buffered stdio
         import ctypes
 

@@ -139,6 +139,15 @@ def check_resume_options(spec: RunSpec, requested: dict[str, Any], what: str) ->
             )
 
 
+def _resumed_hashing(spec: RunSpec, left: int) -> str:
+    """Where a resumed compiled run hashes its keys: ``sweep.run`` chooses again by the run-steps left,
+    so the choice printed when the run started may no longer hold (the numbers are the same either way)."""
+    if not spec.compile:
+        return ""
+    where = "on the host" if sweep.host_hash_pays(left, spec.device, spec.backend or "inductor") else "in the step"
+    return f"; {max(left, 0):,} run-steps left, keys hashed {where}"
+
+
 def drive(
     spec: RunSpec,
     system: System,
@@ -157,16 +166,17 @@ def drive(
         except ckpt.CheckpointError as e:
             raise CLIError(f"--resume: {e}")
         states, history = loaded.state, (loaded.history, loaded.logged_steps)
-        done = int(states.step.min())
-        if not quiet:
-            print(
-                f"resumed from {resume_file}: {len(spec.points)} run(s) at step {done}"
-                + (f" to {int(states.step.max())}" if int(states.step.max()) != done else "")
-            )
-    if out is not None:
-        ckpt.remove_stale_temporaries(out)  # what a writer killed mid-write left
     done_steps = int(states.step.sum()) if states is not None else 0
     total = len(spec.points) * spec.steps - done_steps
+    if states is not None and not quiet:
+        done = int(states.step.min())
+        print(
+            f"resumed from {resume_file}: {len(spec.points)} run(s) at step {done}"
+            + (f" to {int(states.step.max())}" if int(states.step.max()) != done else "")
+            + _resumed_hashing(spec, total)
+        )
+    if out is not None:
+        ckpt.remove_stale_temporaries(out)  # what a writer killed mid-write left
     bar = progress_bar(max(total, 0), f"{system.name}", show_progress)
     target = out / CHECKPOINT if out is not None else None
     last = [time.perf_counter()]
