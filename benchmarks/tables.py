@@ -25,6 +25,7 @@ COLUMNS = [  # (key in a row, header, format)
     ("compiled_over_imperative", "compiled / imperative", "{:.2f}x"),
     ("compiled_over_jax", "compiled / JAX", "{:.2f}x"),
     ("compile_s", "first call (s)", "{:.1f}"),
+    ("chunk", "runs a call", "{:,}"),
 ]
 
 
@@ -49,7 +50,7 @@ def table(path: Path) -> str:
         f"**{path.name}** ({data.get('device', '?')}, torch {data.get('torch', '?')}, {data.get('threads', '?')} "
         f"threads, {data.get('steps_per_call', 1)} step(s) per call{widths}); seed-steps per second:"
     )
-    out = [head]
+    out = [head] + ([f"({data['notes']})"] if data.get("notes") else [])
     for problem, rows in data["problems"].items():
         if not isinstance(rows, list):  # profiles and other extras
             continue

@@ -11,7 +11,8 @@ For every problem and S, one table row: seed-steps per second of
   ``torch.optim`` + ``.backward()`` + ``.detach()``), its random inputs from ``torch.randn`` as the
   seeds draw them, seed after seed (its rate per seed does not depend on S);
 * **eager**: funcgan's plain step, one run after the other (what ``--no-compile`` runs);
-* **compiled**: ``torch.compile(vmap(step))`` (inductor) in chunks of ``--chunk`` runs, each chunk
+* **compiled**: ``torch.compile(vmap(step))`` (inductor) in chunks of ``--chunk`` runs (default: the
+  chunk ``sweep.run`` picks, :func:`funcgan.memory.cpu_chunk` on the CPU), each chunk
   making ``--steps-per-chunk`` steps in turn as ``sweep.run`` drives a sweep; with
   ``--steps-per-call K`` K steps per compiled call;
 * **jax**: the same 1-D GAN in JAX (``jit(vmap(step))``, threefry keys, hand-written Adam) when jax is
@@ -130,7 +131,7 @@ def compiled_runner(
     system,
     S: int,
     device: str,
-    chunk: int,
+    chunk: int | None,
     min_seconds: float,
     mode: str | None = None,
     steps_per_chunk: int = 10,
@@ -139,7 +140,11 @@ def compiled_runner(
     """``(measure, info)``: ``measure() -> seed-steps/s`` of the compiled sweep step on S runs in chunks,
     driven as :func:`funcgan.sweep.run` drives them (a chunk's steps, then the next chunk's)."""
     gan = system.gan
-    C = min(S, chunk)
+    if chunk is None:
+        plan = sweep.plan_chunk(system, S, device) if torch.device(device).type == "cpu" else None
+        C = plan.chunk_size if plan is not None else min(S, 256)
+    else:
+        C = min(S, chunk)
     torch._dynamo.reset()
     n_chunks = -(-S // C)
     all_states = sweep.init_sweep(gan, sweep.grid(range(n_chunks * C)), device=device)
@@ -423,7 +428,8 @@ def _checked(args: argparse.Namespace) -> tuple[list[str], list[int]]:
     sizes = [O.parse_int("sizes", v) for v in items]
     O.device(args.device)
     for name in ("chunk", "imperative_steps", "steps_per_chunk", "steps_per_call", "repeats"):
-        O.parse_int(name.replace("_", "-"), getattr(args, name))
+        if getattr(args, name) is not None:
+            O.parse_int(name.replace("_", "-"), getattr(args, name))
     if not (math.isfinite(args.min_seconds) and args.min_seconds > 0):
         raise CLIError(f"--min-seconds must be a finite number > 0, got {args.min_seconds}")
     O.compile_settings(None, args.mode, args.device)
@@ -451,7 +457,12 @@ def _main(argv) -> int:
     ap.add_argument("--problems", default="gaussian1d,mnist")
     ap.add_argument("--sizes", default="1,16,256,1024,4096")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--chunk", type=int, default=256, help="runs per compiled call")
+    ap.add_argument(
+        "--chunk",
+        type=int,
+        default=None,
+        help="runs per compiled call (default: sweep.run's own; on the CPU funcgan.memory.cpu_chunk, else 256)",
+    )
     ap.add_argument("--min-seconds", type=float, default=2.0)
     ap.add_argument("--imperative-steps", type=int, default=300)
     ap.add_argument("--steps-per-chunk", type=int, default=10)
@@ -522,8 +533,9 @@ def _main(argv) -> int:
         results["problems"][problem] = rows
         if args.profile:
             pe = profile_eager(system)
-            pc = profile_compiled(system, min(max(sizes), args.chunk)) if args.device == "cpu" else None
-            _print_profile(problem, pe, pc, min(max(sizes), args.chunk))
+            width = max(r["chunk"] for r in rows)  # the widest chunk timed
+            pc = profile_compiled(system, width) if args.device == "cpu" else None
+            _print_profile(problem, pe, pc, width)
             results["problems"][problem + "/profile"] = {"eager": pe, "compiled": pc}
     results["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if args.json:

@@ -13,9 +13,16 @@ what runs cost and picks the widest chunk that fits:
    device plus what torch's allocator holds unused, :func:`free_bytes`), or every run when
    they all fit.
 
-On the CPU there is no device memory to measure: the chunk is ``min(S, CPU_CHUNK)`` (256),
-the width at which a chunk's working set still sits in cache on the CPUs measured
-(``benchmarks/``).
+On the CPU the limit is not memory but memory traffic: a chunk whose step writes gigabytes (a
+vmapped conv GAN's activations, 57 MiB per run-step for DCGAN at width 16) runs slower per
+seed-step than a narrow one, while a small net's chunk gains from width up to 256 runs.
+:func:`written_bytes` counts what one run's eager step writes (the bytes of every tensor its ops
+return), and :func:`cpu_chunk` picks the widest power of two of at most :data:`CPU_CHUNK` runs
+whose step writes at most :data:`CPU_STEP_BYTES` (1 GiB). Measured at S=256 on a 2-core CPU with
+torch 2.13 (``funcgan bench``, ``benchmarks/results/cpu_systems.json`` and its notes): DCGAN runs
+37 seed-steps/s at 16 runs a call and 20 at 256, CGAN (81 MiB a run-step) 31 at 8 and 18 at 256;
+the 1-D GAN (1.4 MiB) 37,800 at 256 and 26,900 at 16 (``cpu_gaussian1d.json``). The rule is a
+bound on traffic, not a measurement of speed: a system it sizes badly is run with ``chunk_size=``.
 """
 
 from __future__ import annotations
@@ -24,10 +31,15 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
-__all__ = ["CPU_CHUNK", "Plan", "fit_chunk", "free_bytes", "measure"]
+__all__ = ["CPU_CHUNK", "CPU_STEP_BYTES", "Plan", "cpu_chunk", "fit_chunk", "free_bytes", "measure", "written_bytes"]
 
+#: the widest CPU chunk (runs per compiled call)
 CPU_CHUNK = 256
+#: the bytes a CPU chunk's step may write (:func:`cpu_chunk`)
+CPU_STEP_BYTES = 2**30
 
 _MiB = 2**20
 
@@ -114,3 +126,39 @@ def measure(
         out[n] = int(torch.cuda.max_memory_allocated(device) - base)
         del res
     return out
+
+
+class _Written(TorchDispatchMode):
+    """Sums the bytes of every tensor the ops under it return."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.bytes += sum(t.numel() * t.element_size() for t in tree_leaves(out) if isinstance(t, torch.Tensor))
+        return out
+
+
+def written_bytes(fn: Callable[..., Any], *args: Any) -> int:
+    """Bytes of every tensor the ops of ``fn(*args)`` return, summed: what an eager call writes
+    (views counted at their size; a compiled call fuses and writes less). ``fn``'s result is dropped."""
+    with _Written() as counter:
+        fn(*args)
+    return counter.bytes
+
+
+def cpu_chunk(per_run_bytes: int, n_runs: int, budget: int = CPU_STEP_BYTES) -> Plan:
+    """The CPU chunk for runs whose step writes ``per_run_bytes`` each (:func:`written_bytes`): every
+    run when they all fit both :data:`CPU_CHUNK` and ``budget``, else the widest power of two that
+    does (one run at least)."""
+    if n_runs < 1:
+        raise ValueError(f"cpu_chunk: n_runs must be >= 1, got {n_runs!r}")
+    fits = max(1, min(CPU_CHUNK, int(budget // max(per_run_bytes, 1))))
+    chunk = n_runs if fits >= n_runs else 1 << (fits.bit_length() - 1)
+    why = (
+        f"{chunk} run(s) per call: a run's step writes {per_run_bytes / _MiB:.1f} MiB, a call at most "
+        f"{budget / _MiB:,.0f} MiB and {CPU_CHUNK} runs (the CPU rule)"
+    )
+    return Plan(chunk, why)

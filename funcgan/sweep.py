@@ -50,7 +50,7 @@ from funcgan import random as fr
 from funcgan.compile import ChainCaller, check_settings, prefetch_cpu_isa
 from funcgan.compile import compile as compile_step
 from funcgan.guard import Guard, guarded
-from funcgan.memory import CPU_CHUNK, Plan, fit_chunk, free_bytes, measure
+from funcgan.memory import CPU_CHUNK, Plan, cpu_chunk, fit_chunk, free_bytes, measure, written_bytes
 from funcgan.optim.base import InjectHyperparamsState
 from funcgan.optim.spec import OptimizerSpec
 from funcgan.step import GAN, MAX_STEPS, Metrics, TrainState, check_state, init_state, make_train_step
@@ -437,15 +437,22 @@ def plan_chunk(
 ) -> Plan:
     """The chunk for ``n_runs`` runs of ``system`` on ``device`` (see :mod:`funcgan.memory`): on CUDA
     the eager guarded vmapped step is measured on chunks of 2 and 8 runs and the widest chunk
-    that fits in ``fraction`` of the free memory is chosen; elsewhere ``min(n_runs, 256)``.
+    that fits in ``fraction`` of the free memory is chosen; on the CPU one run's eager step is
+    run once and the chunk is the widest whose step writes at most 1 GiB, 256 runs at most
+    (:func:`funcgan.memory.cpu_chunk`); elsewhere ``min(n_runs, 256)``.
 
     Returns:
         ``(chunk_size, why)``. Raises ``ValueError`` when not even one run fits.
     """
-    if torch.device(device).type != "cuda":
-        chunk = min(n_runs, CPU_CHUNK)
-        return Plan(chunk, f"{chunk} run(s) per call (the CPU default, min(S, {CPU_CHUNK}))")
     gan = system.gan
+    kind = torch.device(device).type
+    if kind == "cpu":  # by what one run's eager step writes (funcgan.memory.cpu_chunk)
+        data = tuple(x.to(dtype=dtype) if x.is_floating_point() else x for x in _check_data(system))
+        one = seed_state(init_sweep(gan, grid(range(1)), dtype, "cpu"), 0)
+        return cpu_chunk(written_bytes(make_train_step(gan), one, data), n_runs)
+    if kind != "cuda":
+        chunk = min(n_runs, CPU_CHUNK)
+        return Plan(chunk, f"{chunk} run(s) per call (min(S, {CPU_CHUNK}) on {kind})")
     data = tuple(x.to(device=device, dtype=dtype) if x.is_floating_point() else x.to(device) for x in system.data)
     step = make_sweep_step(gan, compile=False, steps_per_call=steps_per_call, phased=False)
     costs = measure(step, lambda n: init_sweep(gan, grid(range(n)), dtype, device), data, (2, 8), device)
@@ -507,8 +514,9 @@ def run(
         system: a :class:`~funcgan.systems.System` (its GAN and data).
         points: from :func:`grid` (dicts with ``seed`` and hyper-parameters).
         steps: the step every run trains to.
-        chunk_size: runs per call (default ``min(S, 256)``); ``"auto"``: the widest chunk that fits
-            in free device memory (:func:`plan_chunk`; on the CPU the default).
+        chunk_size: runs per call; ``"auto"``: :func:`plan_chunk` (on CUDA the widest chunk that
+            fits in free device memory, on the CPU the widest whose step writes at most 1 GiB).
+            Default: ``"auto"`` on the CPU, ``min(S, 256)`` elsewhere.
         device, dtype: where and in what precision.
         compile, backend, mode: see :func:`make_sweep_step`.
         log_every: keep metrics every this many steps (no device sync in between).
@@ -550,7 +558,7 @@ def run(
     if states is not None:
         if check_state(states, gan, stacked=True, who="sweep.run") != S:
             raise ValueError(f"sweep.run: the given states hold {states.step.shape[0]} runs, the points {S}")
-    if chunk_size == "auto" and compile:
+    if compile and (chunk_size == "auto" or (chunk_size is None and torch.device(device).type == "cpu")):
         C, chunk_why = plan_chunk(system, S, device, dtype, steps_per_call=steps_per_call)
     else:
         C = chunk_shape(S, chunk_size, compile)

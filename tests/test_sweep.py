@@ -536,10 +536,39 @@ def test_fit_chunk_is_the_widest_power_of_two_that_fits():
 
 def test_auto_chunk_on_the_cpu_is_the_default_and_is_reported(gauss):
     plan = sweep.plan_chunk(gauss, 1000, "cpu")
-    assert plan.chunk_size == 256 and "CPU default" in plan.why
+    assert plan.chunk_size == 256 and "the CPU rule" in plan.why
     assert sweep.plan_chunk(gauss, 5, "cpu").chunk_size == 5
-    result = sweep.run(gauss, sweep.grid(range(3)), steps=2, chunk_size="auto", compile=True, backend="aot_eager")
-    assert result.chunk_size == 3 and "CPU default" in result.extras["chunk_plan"]
+    for chunk_size in ("auto", None):  # the CPU's default is the rule
+        result = sweep.run(gauss, sweep.grid(range(3)), steps=2, chunk_size=chunk_size, compile=True,
+                           backend="aot_eager")
+        assert result.chunk_size == 3 and "the CPU rule" in result.extras["chunk_plan"]
+    assert sweep.run(gauss, sweep.grid(range(3)), steps=2, chunk_size=2, compile=True,
+                     backend="aot_eager").chunk_size == 2  # a chunk asked for is the chunk
+
+
+def test_the_cpu_chunk_is_the_widest_whose_step_writes_at_most_the_budget():
+    from funcgan.memory import CPU_CHUNK, CPU_STEP_BYTES, cpu_chunk, written_bytes
+
+    MiB = 2**20
+    assert cpu_chunk(MiB, 1000).chunk_size == CPU_CHUNK  # 1024 would fit the bytes: capped at 256 runs
+    assert cpu_chunk(MiB, 100).chunk_size == 100  # every run fits: no padding
+    assert cpu_chunk(57 * MiB, 1000).chunk_size == 16  # 1024 / 57 = 17.9 -> a power of two
+    assert cpu_chunk(64 * MiB, 1000).chunk_size == 16 and cpu_chunk(64 * MiB + 1, 1000).chunk_size == 8
+    assert cpu_chunk(CPU_STEP_BYTES * 3, 1000).chunk_size == 1  # one run writes more: one run a call
+    assert cpu_chunk(0, 7).chunk_size == 7
+    with pytest.raises(ValueError, match="n_runs"):
+        cpu_chunk(MiB, 0)
+    x = torch.zeros(1000)
+    assert written_bytes(lambda t: t * 2, x) == 4000  # one float32 output of 1000 elements
+    assert written_bytes(lambda t: (t + 1, (t * 2).double()), x) == 4000 * 2 + 8000  # every op's output counted
+
+
+def test_the_cpu_chunk_of_a_conv_gan_is_narrower_than_a_small_nets(gauss):
+    """The rule reads a real step: DCGAN's step (57 MiB a run at width 16) gets 16 runs a call, the
+    1-D GAN's (1.4 MiB) 256."""
+    dcgan = systems.make_system("dcgan", width=16)
+    assert sweep.plan_chunk(dcgan, 1000, "cpu").chunk_size == 16
+    assert sweep.plan_chunk(gauss, 1000, "cpu").chunk_size == 256
     with pytest.raises(ValueError, match="chunk_size must be an int >= 1 or 'auto'"):
         sweep.run(gauss, sweep.grid(range(3)), steps=2, chunk_size="wide")
     with pytest.raises(ValueError, match="CUDA memory only"):

@@ -268,7 +268,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         "--chunk-size",
         default=None,
         help="runs per compiled call, or 'auto': the widest that fits in free GPU memory "
-        "(default: auto on CUDA, min(S, 256) on the CPU)",
+        "(default: auto: on CUDA by free memory, on the CPU by what a run's step writes)",
     )
     g.add_argument("--steps-per-call", default=None, help="training steps inside one compiled call (default 1)")
     g.add_argument("--log-every", default=None, help="keep metrics every n steps (default 10)")
