@@ -22,9 +22,9 @@ whose step writes at most :data:`CPU_STEP_BYTES` (1 GiB). Measured at S=256 on a
 torch 2.13 (``funcgan bench``, ``benchmarks/results/cpu_systems.json`` and its notes): DCGAN runs
 37 seed-steps/s at 16 runs a call and 20 at 256, CGAN (81 MiB a run-step) 31 at 8 and 18 at 256,
 MNIST's MLP GAN (61 MiB) 829 at 16 and 549 at 256, the 2-D ring (13.5 MiB) 790 / 720 at 64 and
-560 / 610 at 256 (two runs each); the 1-D GAN (1.4
-MiB) 37,800 at 256 and 26,900 at 16 (``cpu_gaussian1d.json``). The rule is a
-bound on traffic, not a measurement of speed: a system it sizes badly is run with ``chunk_size=``.
+560 / 610 at 256 (two runs each); the 1-D GAN (1.4 MiB) 37,800 at 256 and 26,900 at 16
+(``cpu_gaussian1d.json``). The rule is a bound on traffic, not a measurement of speed: a system it
+sizes badly is run with ``chunk_size=``.
 """
 
 from __future__ import annotations
