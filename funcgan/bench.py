@@ -151,7 +151,7 @@ def compiled_runner(
     chunks = [tree_map(lambda x, i=i: x[i * C : (i + 1) * C].clone(), all_states) for i in range(n_chunks)]
     del all_states
     data = tuple(x.to(device) for x in system.data)
-    kernel_threads = 1 if C == 1 and device == "cpu" else None
+    kernel_threads = 1 if S == 1 and device == "cpu" else None  # as sweep.run: a lone run
     step = sweep.make_sweep_step(
         gan, compile=True, mode=mode, kernel_threads=kernel_threads, steps_per_call=steps_per_call
     )

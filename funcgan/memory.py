@@ -1,4 +1,5 @@
-"""How many runs one call can hold: the chunk size chosen from free device memory.
+"""How many runs one call can hold: the chunk size chosen from free device memory (CUDA) or from
+the bytes a run's step writes (the CPU).
 
 A sweep's chunk (runs per compiled call) trades speed for memory: on a GPU a wider chunk
 fills the device, and a chunk too wide runs out of memory. :func:`funcgan.sweep.plan_chunk` measures
@@ -144,8 +145,10 @@ class _Written(TorchDispatchMode):
 
 
 def written_bytes(fn: Callable[..., Any], *args: Any) -> int:
-    """Bytes of every tensor the ops of ``fn(*args)`` return, summed: what an eager call writes
-    (views counted at their size; a compiled call fuses and writes less). ``fn``'s result is dropped."""
+    """Bytes of every tensor the ops of ``fn(*args)`` return, summed: the traffic of ``fn`` as its ops
+    run one by one (views counted at their size; a compiled call fuses and writes less). Under the
+    counting mode funcgan's eager-only shortcuts are off (``funcgan._mode.plain_eager``), so a step
+    is counted as it is traced, which is what a compiled chunk runs. ``fn``'s result is dropped."""
     with _Written() as counter:
         fn(*args)
     return counter.bytes

@@ -24,7 +24,9 @@ same kernels:
 
 * compiled (inductor), every run is a row of ``compile(vmap(step))``: measured
   bitwise equal at chunk sizes 1 and 16 and at every position, so a run alone
-  (``funcgan train --compile``, a one-point sweep) is its row of any compiled sweep;
+  (``funcgan train --compile``, a one-point sweep) is its row of any compiled sweep,
+  in a process with one torch thread (with more, the CPU's batched GEMM may split a
+  chunk otherwise than a lone run: round-off apart, measured at 2 threads);
 * eager, a run is the plain (unbatched) step, one run after the other: eager ATen
   kernels vectorise over the run axis of a ``vmap``, and a run in the vector tail of
   a chunk would be rounded by scalar code (measured 3e-8 apart after 30 steps), so
@@ -418,8 +420,8 @@ def seed_state(states: TrainState, index: int) -> TrainState:
 
 
 def chunk_shape(n_runs: int, chunk_size: int | str | None, compiled: bool) -> int:
-    """Runs per call: ``chunk_size`` (default ``min(S, 256)``) compiled; 1 (the plain step) eager.
-    (``"auto"`` is resolved by :func:`run` with :func:`plan_chunk`.)"""
+    """Runs per call: ``chunk_size`` (``None``: ``min(S, 256)``) compiled; 1 (the plain step) eager.
+    (``"auto"``, and ``None`` on the CPU, are resolved by :func:`run` with :func:`plan_chunk`.)"""
     if chunk_size == "auto":
         return min(n_runs, CPU_CHUNK) if compiled else 1
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
@@ -437,17 +439,20 @@ def plan_chunk(
 ) -> Plan:
     """The chunk for ``n_runs`` runs of ``system`` on ``device`` (see :mod:`funcgan.memory`): on CUDA
     the eager guarded vmapped step is measured on chunks of 2 and 8 runs and the widest chunk
-    that fits in ``fraction`` of the free memory is chosen; on the CPU one run's eager step is
+    that fits in ``fraction`` of the free memory is chosen; on the CPU one run's plain step is
     run once and the chunk is the widest whose step writes at most 1 GiB, 256 runs at most
-    (:func:`funcgan.memory.cpu_chunk`); elsewhere ``min(n_runs, 256)``.
+    (:func:`funcgan.memory.cpu_chunk`; per step, so ``steps_per_call`` does not change it);
+    elsewhere ``min(n_runs, 256)``.
 
     Returns:
         ``(chunk_size, why)``. Raises ``ValueError`` when not even one run fits.
     """
     gan = system.gan
     kind = torch.device(device).type
-    if kind == "cpu":  # by what one run's eager step writes (funcgan.memory.cpu_chunk)
-        data = tuple(x.to(dtype=dtype) if x.is_floating_point() else x for x in _check_data(system))
+    if kind == "cpu" and n_runs == 1:
+        return Plan(1, "1 run per call (a lone run)")
+    if kind == "cpu":  # by what one run's step writes (funcgan.memory.cpu_chunk)
+        data = tuple(x.to("cpu", dtype) if x.is_floating_point() else x.to("cpu") for x in _check_data(system))
         one = seed_state(init_sweep(gan, grid(range(1)), dtype, "cpu"), 0)
         return cpu_chunk(written_bytes(make_train_step(gan), one, data), n_runs)
     if kind != "cuda":
@@ -516,7 +521,7 @@ def run(
         steps: the step every run trains to.
         chunk_size: runs per call; ``"auto"``: :func:`plan_chunk` (on CUDA the widest chunk that
             fits in free device memory, on the CPU the widest whose step writes at most 1 GiB).
-            Default: ``"auto"`` on the CPU, ``min(S, 256)`` elsewhere.
+            Default: compiled, ``"auto"`` on the CPU and ``min(S, 256)`` elsewhere; eager, one run a call.
         device, dtype: where and in what precision.
         compile, backend, mode: see :func:`make_sweep_step`.
         log_every: keep metrics every this many steps (no device sync in between).
@@ -567,7 +572,8 @@ def run(
         offload = not str(device).startswith("cpu")
     keep_on = "cpu" if offload else device
     guard = guard or Guard()
-    kernel_threads = 1 if C == 1 and str(device) == "cpu" else None
+    # one thread for a lone run's tiny kernels; a chunk of one because each run is large keeps them all
+    kernel_threads = 1 if S == 1 and str(device) == "cpu" else None
     steps_cache: dict[Any, Callable] = {}
 
     def step_for(t: int, k: int) -> Callable:

@@ -201,6 +201,10 @@ def test_export_writes_state_dicts_that_load_into_the_users_module(tmp_path, cap
     g.eval()
     assert torch.isfinite(g(torch.randn(2, 128))).all()
     assert main(["export", str(out), "--seed", "7"]) == 2
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")  # --out under a file: bad input (exit 2), refused before anything is written
+    assert main(["export", str(out), "--seed", "1", "--out", str(blocker / "sub" / "g")]) == 2
+    assert "cannot write there" in capsys.readouterr().err
 
 
 def test_verify_passes_and_prints_table(capsys):
@@ -519,23 +523,33 @@ def test_an_unbuffered_output_that_fails_mid_command_is_one_line_and_code_120(tm
     assert "No space left on device" in proc.stderr
 
 
-def test_an_io_error_inside_a_command_names_its_file(monkeypatch, capfd):
-    """An OSError escaping a command (here from a patched command) is reported with its reason and file."""
+def test_the_machines_io_error_inside_a_command_names_its_file_and_others_keep_their_traceback(monkeypatch, capfd):
+    """An OSError of the machine escaping a command (a full disk, here from a patched command) is one line
+    with its reason and file; any other OSError (a bug's, an unchecked input's) is raised as it is."""
+    import errno
+
     from funcgan.cli import run
 
-    def failing(args):
-        raise PermissionError(13, "Permission denied", "runs/x/metrics.jsonl")
+    def failing(error):
+        def cmd(args):
+            raise error
 
-    monkeypatch.setattr(run, "cmd_train", failing)
+        return cmd
+
+    monkeypatch.setattr(run, "cmd_train", failing(OSError(errno.ENOSPC, "No space left on device", "runs/x/m.jsonl")))
     assert main(["train", "--steps", "5"]) == 120
-    err = capfd.readouterr().err
-    expected = "funcgan: stopped by an I/O error: Permission denied: runs/x/metrics.jsonl (the last checkpoint stands)"
-    assert err.strip() == expected
+    assert capfd.readouterr().err == "funcgan: stopped by an I/O error: No space left on device: runs/x/m.jsonl\n"
+    monkeypatch.setattr(run, "cmd_train", failing(PermissionError(errno.EACCES, "Permission denied", "x")))
+    with pytest.raises(PermissionError):
+        main(["train", "--steps", "5"])
+    monkeypatch.setattr(run, "cmd_train", failing(FileNotFoundError(errno.ENOENT, "No such file", "y")))
+    with pytest.raises(FileNotFoundError):
+        main(["train", "--steps", "5"])
 
 
 def test_a_resumed_compiled_run_says_where_its_keys_are_hashed_for_the_steps_left():
     """``sweep.run`` chooses host or in-step hashing again on resume, by the run-steps left; the resumed
-    line says which, with the same rule (an eager run says nothing of it)."""
+    line says which, with the same rule (an eager run, CUDA or another backend say nothing of it)."""
     from types import SimpleNamespace
 
     from funcgan.cli.driver import _resumed_hashing
@@ -544,5 +558,6 @@ def test_a_resumed_compiled_run_says_where_its_keys_are_hashed_for_the_steps_lef
     few, many = sweep.HOST_HASH_RUN_STEPS, sweep.HOST_HASH_RUN_STEPS + 1
     assert _resumed_hashing(spec, few).endswith(f"{few:,} run-steps left, keys hashed on the host")
     assert _resumed_hashing(spec, many).endswith("keys hashed in the step")
-    assert _resumed_hashing(SimpleNamespace(compile=True, device="cpu", backend="aot_eager"), few).endswith("in the step")
+    for elsewhere in ({"device": "cpu", "backend": "aot_eager"}, {"device": "cuda", "backend": "inductor"}):
+        assert _resumed_hashing(SimpleNamespace(compile=True, **elsewhere), few) == ""  # no host hash there
     assert _resumed_hashing(SimpleNamespace(compile=False, device="cpu", backend="inductor"), few) == ""

@@ -302,7 +302,8 @@ def test_guard_defaults_and_reason_codes_are_the_documented_ones():
 
 
 def test_chunk_shape_boundaries():
-    # compiled: the chunk asked for, capped at the run count; default min(S, CPU_CHUNK); eager: one run a call
+    # compiled: the chunk asked for, capped at the run count; None: min(S, CPU_CHUNK) (sweep.run plans it on
+    # the CPU); eager: one run a call
     assert sweep.chunk_shape(10, 1, True) == 1  # the smallest chunk is allowed
     assert sweep.chunk_shape(10, 4, True) == 4 and sweep.chunk_shape(3, 4, True) == 3
     assert sweep.chunk_shape(10, None, True) == 10

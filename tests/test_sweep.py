@@ -399,12 +399,18 @@ def test_grid_crosses_seeds_and_values():
 
 @pytest.mark.slow
 def test_inductor_runs_alone_equal_their_sweep_rows_bitwise_in_float32(gauss):
-    """Inductor's kernels give a run the same arithmetic at chunk 1 as at chunk 8 (measured; the
-    README's promise for compiled runs)."""
-    wide = sweep.run(gauss, sweep.grid(range(8)), steps=10, compile=True)
-    for i in (0, 5):
-        alone = sweep.run(gauss, sweep.grid([i]), steps=10, compile=True)
-        assert _equal(sweep.seed_state(wide.state, i).gen, sweep.seed_state(alone.state, 0).gen)
+    """Inductor's kernels give a run the same arithmetic at chunk 1 as at chunk 8 in a one-thread
+    process (the README's promise for compiled runs, and its condition: at 2 threads the CPU's batched
+    GEMM splits a chunk of 8 otherwise than one run, measured round-off apart on 2026-12-06)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        wide = sweep.run(gauss, sweep.grid(range(8)), steps=10, compile=True)
+        for i in (0, 5):
+            alone = sweep.run(gauss, sweep.grid([i]), steps=10, compile=True)
+            assert _equal(sweep.seed_state(wide.state, i).gen, sweep.seed_state(alone.state, 0).gen)
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.slow
@@ -538,12 +544,19 @@ def test_auto_chunk_on_the_cpu_is_the_default_and_is_reported(gauss):
     plan = sweep.plan_chunk(gauss, 1000, "cpu")
     assert plan.chunk_size == 256 and "the CPU rule" in plan.why
     assert sweep.plan_chunk(gauss, 5, "cpu").chunk_size == 5
+    assert sweep.plan_chunk(gauss, 1, "cpu") == (1, "1 run per call (a lone run)")
     for chunk_size in ("auto", None):  # the CPU's default is the rule
         result = sweep.run(gauss, sweep.grid(range(3)), steps=2, chunk_size=chunk_size, compile=True,
                            backend="aot_eager")
         assert result.chunk_size == 3 and "the CPU rule" in result.extras["chunk_plan"]
     assert sweep.run(gauss, sweep.grid(range(3)), steps=2, chunk_size=2, compile=True,
                      backend="aot_eager").chunk_size == 2  # a chunk asked for is the chunk
+    with pytest.raises(ValueError, match="chunk_size must be an int >= 1 or 'auto'"):
+        sweep.run(gauss, sweep.grid(range(3)), steps=2, chunk_size="wide")
+    with pytest.raises(ValueError, match="CUDA memory only"):
+        from funcgan.memory import free_bytes
+
+        free_bytes("cpu")
 
 
 def test_the_cpu_chunk_is_the_widest_whose_step_writes_at_most_the_budget():
@@ -569,12 +582,6 @@ def test_the_cpu_chunk_of_a_conv_gan_is_narrower_than_a_small_nets(gauss):
     dcgan = systems.make_system("dcgan", width=16)
     assert sweep.plan_chunk(dcgan, 1000, "cpu").chunk_size == 16
     assert sweep.plan_chunk(gauss, 1000, "cpu").chunk_size == 256
-    with pytest.raises(ValueError, match="chunk_size must be an int >= 1 or 'auto'"):
-        sweep.run(gauss, sweep.grid(range(3)), steps=2, chunk_size="wide")
-    with pytest.raises(ValueError, match="CUDA memory only"):
-        from funcgan.memory import free_bytes
-
-        free_bytes("cpu")
 
 
 def _recording_backend(graphs: list):
@@ -695,3 +702,18 @@ def test_a_fresh_state_with_a_stride_0_leaf_recompiles_at_the_second_step(monkey
     recording = _recording_backend(graphs)
     sweep.run(system, sweep.grid([0]), 3, backend=recording)
     assert len(graphs) == 2
+
+
+def test_only_a_lone_run_compiles_single_threaded_kernels(gauss, monkeypatch):
+    """One kernel thread is for a lone run's tiny kernels (S = 1); a chunk of one run in a wider sweep
+    (what the CPU rule gives a large net) keeps torch's threads."""
+    seen, real = [], sweep.make_sweep_step
+
+    def recording(*args, **kw):
+        seen.append(kw.get("kernel_threads"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(sweep, "make_sweep_step", recording)
+    sweep.run(gauss, sweep.grid(range(1)), steps=1, compile=True, backend="aot_eager")
+    sweep.run(gauss, sweep.grid(range(2)), steps=1, chunk_size=1, compile=True, backend="aot_eager")
+    assert seen == [1, None]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import errno
 import os
 import sys
 import threading
@@ -41,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a command; returns the exit code (0 ok, 1 a run diverged or a check failed, 2 bad input, 120 an
-    I/O error stopped it: a full disk, an output that cannot be written; said in one line on stderr)."""
+    """Run a command; returns the exit code (0 ok, 1 a run diverged or a check failed, 2 bad input, 120 the
+    machine stopped it: a full disk or quota, an I/O error, a read-only file system; said in one line on
+    stderr). Any other ``OSError`` is a bug's or an unchecked input's, raised with its traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv[:1] == ["bench"]:  # the benchmark has its own options (funcgan bench --help)
@@ -61,12 +63,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # the reader went away (| head): nothing left to say
         return 0
-    except OSError as e:  # the machine failed the command (a full disk, an I/O error): one line, not a traceback
-        _say(f"funcgan: stopped by an I/O error: {_os_error(e)} (the last checkpoint stands)")
+    except OSError as e:
+        if e.errno not in _MACHINE_ERRNOS:  # not the machine's doing: a bug's traceback, as Python gives it
+            raise
+        _say(f"funcgan: stopped by an I/O error: {_os_error(e)}")  # a full disk, a failing device: one line
         return 120
     except KeyboardInterrupt:
         print("funcgan: interrupted (the last checkpoint stands; --resume continues from it)", file=sys.stderr)
         return 130
+
+
+#: the errors of the machine, not of the program or its input: a full disk or quota, a failing device,
+#: a file grown past its limit, a file system mounted read-only mid-run
+_MACHINE_ERRNOS = frozenset(
+    getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EIO", "EFBIG", "EROFS") if hasattr(errno, name)
+)
 
 
 def _os_error(e: OSError) -> str:
@@ -125,8 +136,9 @@ def _exit_now(code: int) -> NoReturn:
         except BrokenPipeError:  # the reader went away: nothing left to say
             pass
         except OSError as e:  # output lost: say so, and fail as Python would (a failing code stays)
+            if code != 120:  # 120: main has said it already (the same bytes failing again)
+                _say(f"funcgan: could not write the command's output ({e})")
             code = code or 120
-            _say(f"funcgan: could not write the command's output ({e})")
     try:  # what C and C++ code (torch, MKL, OpenMP) printed to buffered stdio
         import ctypes
 

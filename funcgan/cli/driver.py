@@ -142,10 +142,10 @@ def check_resume_options(spec: RunSpec, requested: dict[str, Any], what: str) ->
 def _resumed_hashing(spec: RunSpec, left: int) -> str:
     """Where a resumed compiled run hashes its keys: ``sweep.run`` chooses again by the run-steps left,
     so the choice printed when the run started may no longer hold (the numbers are the same either way)."""
-    if not spec.compile:
-        return ""
+    if not spec.compile or torch.device(spec.device).type != "cpu" or spec.backend != "inductor":
+        return ""  # the host hash is an inductor-on-the-CPU choice; elsewhere there is nothing to say
     where = "on the host" if sweep.host_hash_pays(left, spec.device, spec.backend or "inductor") else "in the step"
-    return f"; {max(left, 0):,} run-steps left, keys hashed {where}"
+    return f"; {left:,} run-steps left, keys hashed {where}"
 
 
 def drive(
@@ -166,8 +166,11 @@ def drive(
         except ckpt.CheckpointError as e:
             raise CLIError(f"--resume: {e}")
         states, history = loaded.state, (loaded.history, loaded.logged_steps)
-    done_steps = int(states.step.sum()) if states is not None else 0
-    total = len(spec.points) * spec.steps - done_steps
+    # the run-steps left, as sweep.run counts them (a run at or past spec.steps has none left)
+    if states is not None:
+        total = sum(max(spec.steps - s, 0) for s in states.step.tolist())
+    else:
+        total = len(spec.points) * spec.steps
     if states is not None and not quiet:
         done = int(states.step.min())
         print(

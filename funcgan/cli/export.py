@@ -64,7 +64,10 @@ def export_run(
     if ema and not one.gen_ema:
         raise CLIError("--ema: this run keeps no generator EMA (train with --ema DECAY)")
     prefix = Path(out) if out is not None else run_dir / f"seed{seeds[point]}"
-    prefix.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CLIError(f"--out {out}: cannot write there ({e.strerror or e})")
     written = []
     for role, module, params, buffers in (
         ("gen", gan.gen, one.gen_ema if ema else one.gen.params, one.gen.buffers),

@@ -267,8 +267,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--chunk-size",
         default=None,
-        help="runs per compiled call, or 'auto': the widest that fits in free GPU memory "
-        "(default: auto: on CUDA by free memory, on the CPU by what a run's step writes)",
+        help="runs per compiled call, or 'auto': on CUDA the widest that fits in free GPU memory, on the "
+        "CPU the widest whose step writes at most 1 GiB (default: auto)",
     )
     g.add_argument("--steps-per-call", default=None, help="training steps inside one compiled call (default 1)")
     g.add_argument("--log-every", default=None, help="keep metrics every n steps (default 10)")
