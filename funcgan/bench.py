@@ -140,18 +140,14 @@ def compiled_runner(
     """``(measure, info)``: ``measure() -> seed-steps/s`` of the compiled sweep step on S runs in chunks,
     driven as :func:`funcgan.sweep.run` drives them (a chunk's steps, then the next chunk's)."""
     gan = system.gan
-    if chunk is None:
-        plan = sweep.plan_chunk(system, S, device) if torch.device(device).type == "cpu" else None
-        C = plan.chunk_size if plan is not None else min(S, 256)
-    else:
-        C = min(S, chunk)
+    C = sweep.choose_chunk(system, S, chunk, True, device).chunk_size
     torch._dynamo.reset()
     n_chunks = -(-S // C)
     all_states = sweep.init_sweep(gan, sweep.grid(range(n_chunks * C)), device=device)
     chunks = [tree_map(lambda x, i=i: x[i * C : (i + 1) * C].clone(), all_states) for i in range(n_chunks)]
     del all_states
     data = tuple(x.to(device) for x in system.data)
-    kernel_threads = 1 if S == 1 and device == "cpu" else None  # as sweep.run: a lone run
+    kernel_threads = sweep.lone_run_threads(S, device)
     step = sweep.make_sweep_step(
         gan, compile=True, mode=mode, kernel_threads=kernel_threads, steps_per_call=steps_per_call
     )

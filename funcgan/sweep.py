@@ -69,6 +69,8 @@ __all__ = [
     "SweepResult",
     "seed_state",
     "chunk_shape",
+    "choose_chunk",
+    "lone_run_threads",
     "plan_chunk",
     "caller",
     "logged_steps",
@@ -451,17 +453,40 @@ def plan_chunk(
     kind = torch.device(device).type
     if kind == "cpu" and n_runs == 1:
         return Plan(1, "1 run per call (a lone run)")
-    if kind == "cpu":  # by what one run's step writes (funcgan.memory.cpu_chunk)
-        data = tuple(x.to("cpu", dtype) if x.is_floating_point() else x.to("cpu") for x in _check_data(system))
-        one = seed_state(init_sweep(gan, grid(range(1)), dtype, "cpu"), 0)
-        return cpu_chunk(written_bytes(make_train_step(gan), one, data), n_runs)
-    if kind != "cuda":
+    if kind not in ("cpu", "cuda"):
         chunk = min(n_runs, CPU_CHUNK)
         return Plan(chunk, f"{chunk} run(s) per call (min(S, {CPU_CHUNK}) on {kind})")
     data = tuple(x.to(device=device, dtype=dtype) if x.is_floating_point() else x.to(device) for x in system.data)
+    if kind == "cpu":  # by what one run's step writes (funcgan.memory.cpu_chunk)
+        one = seed_state(init_sweep(gan, grid(range(1)), dtype, "cpu"), 0)
+        return cpu_chunk(written_bytes(make_train_step(gan), one, data), n_runs)
     step = make_sweep_step(gan, compile=False, steps_per_call=steps_per_call, phased=False)
     costs = measure(step, lambda n: init_sweep(gan, grid(range(n)), dtype, device), data, (2, 8), device)
     return fit_chunk(costs, free_bytes(device), n_runs, fraction)
+
+
+def choose_chunk(
+    system,
+    n_runs: int,
+    chunk_size: int | str | None,
+    compile: bool,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    steps_per_call: int = 1,
+) -> Plan:
+    """The chunk :func:`run` uses for ``n_runs`` runs: :func:`plan_chunk` for ``"auto"`` and, on the
+    CPU, for ``None`` (compiled); otherwise :func:`chunk_shape` (the chunk asked for; eager, one run)."""
+    if compile and (chunk_size == "auto" or (chunk_size is None and torch.device(device).type == "cpu")):
+        return plan_chunk(system, n_runs, device, dtype, steps_per_call=steps_per_call)
+    C = chunk_shape(n_runs, chunk_size, compile)
+    return Plan(C, f"{C} run(s) per call" + ("" if compile else " (eager: each run alone)"))
+
+
+def lone_run_threads(n_runs: int, device: torch.device | str) -> int | None:
+    """Inductor kernel threads for a compiled sweep of ``n_runs``: one for a lone run on the CPU (its
+    tiny kernels' OpenMP barriers cost more than they share), torch's otherwise (``None``); a chunk of
+    one run in a wider sweep, because each run is large, keeps them all."""
+    return 1 if n_runs == 1 and str(device) == "cpu" else None
 
 
 def _cpu_inductor(device: torch.device | str, backend: str | Callable) -> bool:
@@ -563,17 +588,12 @@ def run(
     if states is not None:
         if check_state(states, gan, stacked=True, who="sweep.run") != S:
             raise ValueError(f"sweep.run: the given states hold {states.step.shape[0]} runs, the points {S}")
-    if compile and (chunk_size == "auto" or (chunk_size is None and torch.device(device).type == "cpu")):
-        C, chunk_why = plan_chunk(system, S, device, dtype, steps_per_call=steps_per_call)
-    else:
-        C = chunk_shape(S, chunk_size, compile)
-        chunk_why = f"{C} run(s) per call" + ("" if compile else " (eager: each run alone)")
+    C, chunk_why = choose_chunk(system, S, chunk_size, compile, device, dtype, steps_per_call)
     if offload is None:
         offload = not str(device).startswith("cpu")
     keep_on = "cpu" if offload else device
     guard = guard or Guard()
-    # one thread for a lone run's tiny kernels; a chunk of one because each run is large keeps them all
-    kernel_threads = 1 if S == 1 and str(device) == "cpu" else None
+    kernel_threads = lone_run_threads(S, device)
     steps_cache: dict[Any, Callable] = {}
 
     def step_for(t: int, k: int) -> Callable:

@@ -144,7 +144,7 @@ def _resumed_hashing(spec: RunSpec, left: int) -> str:
     so the choice printed when the run started may no longer hold (the numbers are the same either way)."""
     if not spec.compile or torch.device(spec.device).type != "cpu" or spec.backend != "inductor":
         return ""  # the host hash is an inductor-on-the-CPU choice; elsewhere there is nothing to say
-    where = "on the host" if sweep.host_hash_pays(left, spec.device, spec.backend or "inductor") else "in the step"
+    where = "on the host" if sweep.host_hash_pays(left, spec.device, spec.backend) else "in the step"
     return f"; {left:,} run-steps left, keys hashed {where}"
 
 
